@@ -1,0 +1,1 @@
+"""fedrec configs package."""

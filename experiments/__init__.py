@@ -1,0 +1,1 @@
+"""fedrec experiments package."""

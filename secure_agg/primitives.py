@@ -1,0 +1,165 @@
+"""Cryptographic building blocks: X25519 agreement, HKDF-SHA256, AES-256-CTR mask expansion.
+
+Every mask, seed and key comes from the OS CSPRNG (``os.urandom`` / ``secrets`` or OpenSSL's
+key generation) and is expanded with AES-256-CTR; no numpy or ``random`` generator is used here.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+
+import numpy as np
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from secure_agg.errors import SecAggError
+
+SEED_BYTES = 32
+KEY_BYTES = 32  # X25519 public/private key size
+_ZERO_IV = bytes(16)  # each AES-CTR key below expands exactly one keystream, so a fixed IV is safe
+_DOMAIN = b"fedrec/secagg/v1/"
+
+
+def random_seed() -> bytes:
+    """32 bytes from the OS CSPRNG."""
+    return os.urandom(SEED_BYTES)
+
+
+def hkdf(ikm: bytes, info: bytes, length: int = 32) -> bytes:
+    """HKDF-SHA256 (RFC 5869) with an all-zero salt; ``info`` carries the domain separation."""
+    return HKDF(algorithm=hashes.SHA256(), length=length, salt=None, info=info).derive(ikm)
+
+
+def context_info(label: str, run_id: bytes, round_id: int, *ids: int) -> bytes:
+    """Canonical HKDF info: domain | label | len-prefixed run id | round | ids (all fixed width)."""
+    lab = label.encode()
+    return (
+        _DOMAIN
+        + struct.pack("<H", len(lab))
+        + lab
+        + struct.pack("<H", len(run_id))
+        + run_id
+        + struct.pack(f"<Q{len(ids)}Q", round_id, *ids)
+    )
+
+
+def agree(private_key: X25519PrivateKey, peer_public: bytes) -> bytes:
+    """Raw X25519 shared secret with a peer's 32-byte public key.
+
+    OpenSSL rejects small-order points (all-zero shared secret); that is reported as a
+    ``SecAggError`` because only a malformed or malicious key can cause it.
+    """
+    try:
+        return private_key.exchange(X25519PublicKey.from_public_bytes(peer_public))
+    except ValueError as exc:
+        raise SecAggError(
+            f"X25519 agreement failed for peer key {peer_public.hex()}: {exc}"
+        ) from exc
+
+
+def public_bytes(private_key: X25519PrivateKey) -> bytes:
+    return private_key.public_key().public_bytes_raw()
+
+
+def pair_mask_seed(
+    private_key: X25519PrivateKey, peer_public: bytes, run_id: bytes, round_id: int, u: int, v: int
+) -> bytes:
+    """s_uv: the AES key of the pairwise mask of users u and v (symmetric in u, v)."""
+    lo, hi = (u, v) if u < v else (v, u)
+    return hkdf(
+        agree(private_key, peer_public), context_info("pair-mask", run_id, round_id, lo, hi)
+    )
+
+
+def self_mask_seed(b_u: bytes, run_id: bytes, round_id: int, u: int) -> bytes:
+    """AES key of user u's self mask, derived from the shared secret seed b_u."""
+    return hkdf(b_u, context_info("self-mask", run_id, round_id, u))
+
+
+def share_key(
+    shared_secret: bytes, run_id: bytes, round_id: int, sender: int, receiver: int
+) -> bytes:
+    """AES-256-GCM key for shares sent from ``sender`` to ``receiver`` (directional).
+
+    ``shared_secret`` is ``agree(c_sender, c_receiver_pk)``, equal on both ends; the direction
+    in the HKDF info makes the keys of u -> v and v -> u different.
+    """
+    return hkdf(shared_secret, context_info("share-enc", run_id, round_id, sender, receiver))
+
+
+class MaskExpander:
+    """Expands 32-byte seeds into uniform uint32 vectors of length ``d`` with AES-256-CTR.
+
+    One AES-CTR pass per (seed, vector): the encryptor runs over a zero buffer and its keystream
+    is read as little-endian uint32, which is uniform over Z_2^32. Buffers are reused, so a
+    returned keystream view is valid only until the next call.
+
+    Parameters
+    ----------
+    d : int
+        Vector length (number of uint32 coordinates).
+    """
+
+    def __init__(self, d: int) -> None:
+        if d < 1:
+            raise SecAggError(f"mask length d={d} must be >= 1")
+        self.d = d
+        self._zeros = memoryview(bytes(4 * d))
+        self._buf = bytearray(4 * d + 15)  # update_into needs block_size - 1 bytes of slack
+
+    def keystream(self, seed: bytes) -> np.ndarray:
+        """PRG(seed): uint32[d] view into the internal buffer (copy it to keep it)."""
+        if len(seed) != SEED_BYTES:
+            raise SecAggError(f"mask seed must be {SEED_BYTES} bytes, got {len(seed)}")
+        enc = Cipher(algorithms.AES(seed), modes.CTR(_ZERO_IV)).encryptor()
+        enc.update_into(self._zeros, self._buf)
+        return np.frombuffer(self._buf, dtype="<u4", count=self.d)
+
+    def add(self, acc: np.ndarray, seed: bytes) -> None:
+        """acc += PRG(seed) mod 2^32, in place."""
+        np.add(acc, self.keystream(seed), out=acc)
+
+    def subtract(self, acc: np.ndarray, seed: bytes) -> None:
+        """acc -= PRG(seed) mod 2^32, in place."""
+        np.subtract(acc, self.keystream(seed), out=acc)
+
+
+def expand_mask(seed: bytes, d: int) -> np.ndarray:
+    """PRG(seed) as a fresh uint32[d] array (AES-256-CTR keystream, little-endian words)."""
+    return MaskExpander(d).keystream(seed).astype(np.uint32, copy=True)
+
+
+class CtrDrbg:
+    """Deterministic CSPRNG (AES-256-CTR keystream of a 32-byte seed) for public randomness.
+
+    Used to derive the SecAgg+ neighbour graph from the server's seed, so every party can
+    recompute and check it; never used for secrets.
+    """
+
+    def __init__(self, seed: bytes, label: str) -> None:
+        key = hkdf(seed, _DOMAIN + b"drbg/" + label.encode())
+        self._enc = Cipher(algorithms.AES(key), modes.CTR(_ZERO_IV)).encryptor()
+
+    def randbytes(self, n: int) -> bytes:
+        return self._enc.update(bytes(n))
+
+    def randbelow(self, n: int) -> int:
+        """Uniform integer in [0, n) by rejection sampling on 64-bit draws."""
+        if n < 1:
+            raise ValueError(f"randbelow needs n >= 1, got {n}")
+        limit = (1 << 64) - ((1 << 64) % n)
+        while True:
+            x = int.from_bytes(self.randbytes(8), "little")
+            if x < limit:
+                return x % n
+
+    def permutation(self, items: list[int]) -> list[int]:
+        """Fisher-Yates shuffle of a copy of ``items``."""
+        out = list(items)
+        for i in range(len(out) - 1, 0, -1):
+            j = self.randbelow(i + 1)
+            out[i], out[j] = out[j], out[i]
+        return out

@@ -1,0 +1,242 @@
+"""Quantisation of float updates into Z_2^32 so that n <= n_max of them sum without wrapping.
+
+Scheme
+------
+A coordinate v of a (weighted, clipped, noised) update is clipped to the range [-r, r] with
+
+    r = w_max * C + c * sigma
+
+(C the L2 clip bound, so |coordinate| <= w_max * C before noise; sigma the per-user Gaussian noise
+std; c = ``clip_range_sigmas``; values beyond r are clipped and counted). It is shifted by +r,
+scaled by s = L / (2 r) with L = floor((2^b - 1) / n_max) integer levels per user, stochastically
+rounded (unbiased; a seeded ``numpy.random.Generator`` is fine here, it is not a mask) and clamped
+to the integers [0, L]. The trust weight w in [0, 1], appended as the last coordinate, uses its
+own range [0, 1]: q = round_stochastic(w * L), also in [0, L].
+
+No-wrap proof
+-------------
+Every quantised coordinate q_i is an integer in [0, L]; the final clamp makes this hold whatever
+the floating-point rounding. For n <= n_max users,
+
+    0 <= sum_i q_i <= n * L <= n_max * floor((2^b - 1) / n_max) <= 2^b - 1 <= 2^32 - 1,
+
+so the integer sum lies in [0, 2^32) and equals its residue mod 2^32. The masks cancel mod 2^32,
+hence the unmasked uint32 sum *is* sum_i q_i, exactly. Dequantising, sum_i q_i / s - n * r removes
+the n per-user shifts (n = number of survivors actually summed), and since each q_i differs from
+(v_i + r) * s by less than 1 (stochastic rounding, plus float error under the clamp), the result
+differs from the sum of the clipped values by less than n / s per coordinate (n / L for the
+weight). With an explicit ``scale`` the levels are L = floor(2 r scale) and ``check_no_wrap``
+refuses the config unless n_max * L <= 2^b - 1, which restores the inequality above.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from secure_agg.config import SecAggConfig
+from secure_agg.errors import QuantizationError
+
+MODULUS = 1 << 32
+
+
+def check_no_wrap(n_max: int, r: float, bits: int, scale: float | None = None) -> int:
+    """Integer levels L per user that keep a sum of ``n_max`` values below 2^bits; raise if none.
+
+    Raises ``QuantizationError`` naming n_max, L, r, scale and 2^bits - 1 when
+    n_max * L > 2^bits - 1 (the sum could wrap) or when L < 1 (nothing left to quantise with).
+    """
+    if not 1 <= bits <= 32:
+        raise QuantizationError(f"bits={bits} must be in [1, 32] (sums are taken mod 2^32)")
+    if n_max < 1:
+        raise QuantizationError(f"n_max={n_max} must be >= 1")
+    if not r > 0 or not math.isfinite(r):
+        raise QuantizationError(f"quantisation range r={r} must be finite and > 0")
+    top = (1 << bits) - 1
+    if scale is None:
+        levels = top // n_max
+    else:
+        if not scale > 0:
+            raise QuantizationError(f"scale={scale} must be > 0")
+        levels = math.floor(2 * r * scale)
+    if levels < 1:
+        raise QuantizationError(
+            f"n_max={n_max} users leave {levels} levels per user within 2^{bits} - 1 = {top} "
+            f"(r={r}, scale={scale}); lower n_max or raise bits"
+        )
+    if n_max * levels > top:
+        raise QuantizationError(
+            f"a sum of n_max={n_max} values of up to {levels} levels each (r={r}, "
+            f"scale={scale}) reaches {n_max * levels} > 2^{bits} - 1 = {top} and would wrap; "
+            f"use scale <= {top // n_max / (2 * r):.10g} or lower n_max"
+        )
+    return levels
+
+
+@dataclass(frozen=True)
+class QuantizationConfig:
+    """Parameters of the float -> Z_2^32 map.
+
+    Parameters
+    ----------
+    clip_bound : float
+        C, the L2 clip bound of a user's update.
+    noise_std : float, default 0.0
+        sigma, std of the Gaussian noise each user adds per coordinate.
+    clip_range_sigmas : float, default 6.0
+        c in r = weight_max * C + c * sigma.
+    weight_max : float, default 1.0
+        Largest trust weight (weights live in [0, weight_max], weight_max <= 1).
+    n_max : int, default 10000
+        Most users whose values are ever summed.
+    bits : int, default 32
+        Bits available for the sum.
+    scale : float, optional
+        Explicit levels per unit; by default the largest that cannot wrap, L / (2 r).
+    """
+
+    clip_bound: float
+    noise_std: float = 0.0
+    clip_range_sigmas: float = 6.0
+    weight_max: float = 1.0
+    n_max: int = 10000
+    bits: int = 32
+    scale: float | None = None
+
+    @classmethod
+    def from_secagg(
+        cls,
+        config: SecAggConfig,
+        clip_bound: float,
+        noise_std: float = 0.0,
+        weight_max: float = 1.0,
+    ) -> QuantizationConfig:
+        return cls(
+            clip_bound=clip_bound,
+            noise_std=noise_std,
+            clip_range_sigmas=config.clip_range_sigmas,
+            weight_max=weight_max,
+            n_max=config.n_max,
+            bits=config.bits,
+        ).validate()
+
+    @property
+    def r(self) -> float:
+        """Clipping range: values are clipped to [-r, r]."""
+        return self.weight_max * self.clip_bound + self.clip_range_sigmas * self.noise_std
+
+    @property
+    def levels(self) -> int:
+        """L, the largest quantised value of one user's coordinate."""
+        return check_no_wrap(self.n_max, self.r, self.bits, self.scale)
+
+    @property
+    def step(self) -> float:
+        """1 / s: float width of one level of a value coordinate."""
+        return 2 * self.r / self.levels
+
+    def validate(self) -> QuantizationConfig:
+        if not self.clip_bound > 0:
+            raise QuantizationError(f"clip_bound={self.clip_bound} must be > 0")
+        if self.noise_std < 0:
+            raise QuantizationError(f"noise_std={self.noise_std} must be >= 0")
+        if not self.clip_range_sigmas > 0:
+            raise QuantizationError(f"clip_range_sigmas={self.clip_range_sigmas} must be > 0")
+        if not 0 < self.weight_max <= 1:
+            raise QuantizationError(f"weight_max={self.weight_max} must be in (0, 1]")
+        check_no_wrap(self.n_max, self.r, self.bits, self.scale)
+        return self
+
+    def error_bound(self, n_users: int) -> tuple[float, float]:
+        """Per-coordinate bounds (value coordinates, weight coordinate) on |dequantised - true|."""
+        return n_users * self.step, n_users / self.levels
+
+
+def _stochastic_round(y: np.ndarray, levels: int, rng: np.random.Generator) -> np.ndarray:
+    low = np.floor(y)
+    q = low + (rng.random(y.shape) < (y - low))
+    np.clip(q, 0, levels, out=q)  # the no-wrap proof rests on this clamp, not on float maths
+    return q.astype(np.uint32)
+
+
+def quantize(
+    x: np.ndarray, cfg: QuantizationConfig, rng: np.random.Generator, *, weighted: bool = False
+) -> tuple[np.ndarray, int]:
+    """float[..., d] -> (uint32[..., d] in [0, L], number of value entries clipped to [-r, r]).
+
+    With ``weighted`` the last coordinate is a trust weight in [0, 1] (see ``pack_weighted``)
+    and is quantised on its own range; a weight outside [0, weight_max] raises.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    if not np.all(np.isfinite(x)):
+        raise QuantizationError("update contains NaN or inf; refusing to quantise")
+    levels, r = cfg.levels, cfg.r
+    vals = x[..., :-1] if weighted else x
+    n_clipped = int(np.count_nonzero(np.abs(vals) > r))
+    y = np.empty_like(x)
+    y_vals = y[..., :-1] if weighted else y
+    np.multiply(np.clip(vals, -r, r) + r, levels / (2 * r), out=y_vals)
+    if weighted:
+        w = x[..., -1]
+        if np.any(w < 0) or np.any(w > cfg.weight_max):
+            raise QuantizationError(
+                f"trust weights must lie in [0, {cfg.weight_max}], got min {w.min()} max {w.max()}"
+            )
+        y[..., -1] = w * levels
+    return _stochastic_round(y, levels, rng), n_clipped
+
+
+def dequantize(
+    total: np.ndarray, n_users: int, cfg: QuantizationConfig, *, weighted: bool = False
+) -> np.ndarray:
+    """uint32[d] sum of ``n_users`` quantised vectors -> float64[d] sum of the (clipped) values.
+
+    ``n_users`` must be the number of vectors actually summed (the survivors), <= n_max.
+    """
+    if not 0 <= n_users <= cfg.n_max:
+        raise QuantizationError(
+            f"n_users={n_users} outside [0, n_max={cfg.n_max}]: the sum may have wrapped"
+        )
+    total = np.asarray(total)
+    if total.dtype != np.uint32:
+        raise QuantizationError(f"expected a uint32 sum, got {total.dtype}")
+    levels, r = cfg.levels, cfg.r
+    out = total.astype(np.float64)
+    if n_users * levels < MODULUS and np.any(out > n_users * levels):
+        raise QuantizationError(
+            f"sum exceeds n_users * L = {n_users * levels}: wrong n_users or a corrupted sum"
+        )
+    vals = out[..., :-1] if weighted else out
+    vals *= 2 * r / levels
+    vals -= n_users * r
+    if weighted:
+        out[..., -1] /= levels
+    return out
+
+
+def pack_weighted(update: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """float[U, d] updates and weights float[U] in [0, 1] -> float[U, d + 1] rows [w*update, w]."""
+    update = np.asarray(update, dtype=np.float64)
+    w = np.asarray(w, dtype=np.float64)
+    if update.ndim != 2 or w.shape != (update.shape[0],):
+        raise QuantizationError(
+            f"pack_weighted wants update[U, d] and w[U], got {list(update.shape)} and "
+            f"{list(w.shape)}"
+        )
+    return np.concatenate([update * w[:, None], w[:, None]], axis=1)
+
+
+def unpack_weighted(total: np.ndarray) -> tuple[np.ndarray, float]:
+    """Dequantised float[d + 1] sum -> (sum_u w_u * update_u  float[d], total weight sum_u w_u)."""
+    total = np.asarray(total, dtype=np.float64)
+    return total[:-1], float(total[-1])
+
+
+def weighted_mean(total: np.ndarray) -> np.ndarray:
+    """float[d + 1] dequantised sum -> float[d] trust-weighted mean update; raises if no weight."""
+    s, w = unpack_weighted(total)
+    if not w > 0:
+        raise QuantizationError(f"total weight {w} <= 0: no surviving user carried weight")
+    return s / w
