@@ -101,6 +101,9 @@ class CollaborativeALS:
         best = (-1.0, None, None)
         for f, reg, a in grid:
             model = self._fit_one(x, f, reg, a)
+            if not c.tune:  # fixed parameters (e.g. refit on train + validation): nothing to score
+                best = (float("nan"), (f, reg, a), model)
+                break
             scores = np.asarray(model.user_factors) @ np.asarray(model.item_factors).T
             ndcg = rank_metrics(full_ranks(scores, split.val_item, exclude), 10)["ndcg@10"]
             self.tuning.append({"factors": f, "regularization": reg, "alpha": a, "val_ndcg@10": ndcg})

@@ -162,18 +162,18 @@ class ContentStrategy:
     def __init__(self, item_vectors: np.ndarray, genres: np.ndarray, cfg: ContentConfig | None = None) -> None:
         self.item_vectors = item_vectors
         self.cfg = cfg or ContentConfig()
-        g = np.asarray(genres, np.float64)
+        g = np.asarray(genres, np.float32)
         self.genre_norm = g / np.maximum(g.sum(1, keepdims=True), 1.0)
 
     def score_history(self, items: np.ndarray, ratings: np.ndarray, times: np.ndarray, now: float) -> np.ndarray:
         """Scores for one request, shape (I,); NaN everywhere for an empty history."""
         if len(items) == 0:
             return np.full(len(self.item_vectors), np.nan, np.float32)
-        w = history_weights(ratings, times, now, self.cfg.recency_days)
-        u = (w[:, None] * self.item_vectors[items]).sum(0)
-        u /= max(np.linalg.norm(u), 1e-12)
-        sim = self.item_vectors @ u
-        taste = self.genre_norm @ genre_taste(self.genre_norm[items] > 0, w)
+        w = history_weights(ratings, times, now, self.cfg.recency_days).astype(np.float32)
+        u = w @ self.item_vectors[items]
+        u /= max(float(np.linalg.norm(u)), 1e-12)
+        sim = self.item_vectors @ u  # float32 throughout: no upcast copy of the (I, D) matrix
+        taste = self.genre_norm @ genre_taste(self.genre_norm[items] > 0, w).astype(np.float32)
         taste = taste / taste.max() if taste.max() > 0 else taste
         b = self.cfg.taste_blend
         return (b * sim + (1 - b) * taste).astype(np.float32)

@@ -332,9 +332,9 @@ def generate_synthetic(
     mean_interactions: float = 106.0,
     sigma: float = 0.9,
     min_interactions: int = 20,
-    zipf_exponent: float = 0.9,
+    zipf_exponent: float = 1.2,
     n_factors: int = 8,
-    preference_strength: float = 2.0,
+    preference_strength: float = 1.0,
     seed: int = 0,
     chunk: int = 4096,
 ) -> Dataset:

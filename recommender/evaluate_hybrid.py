@@ -17,7 +17,7 @@ import numpy as np
 from recommender.data import Dataset, Split
 from recommender.fusion import learn_weights, ranks_from_scores, rrf_fuse
 from recommender.hybrid import HybridConfig, HybridRecommender, Request, with_val_in_train
-from recommender.metrics import full_ranks, full_ranking_report, rank_metrics, sampled_report, top_k
+from recommender.metrics import full_ranking_report, full_ranks, rank_metrics, sampled_report, top_k
 from recommender.mmr import intra_list_diversity, jaccard_matrix, mmr
 from recommender.trust_items import apply_trust
 
@@ -142,9 +142,6 @@ def evaluate(run_dir: str | Path, ds: Dataset, split: Split, cfg: HybridConfig |
     best_single = max(names, key=lambda n: results[n]["full"][f"ndcg@{K}"])
     b = results[best_single]["full"][f"ndcg@{K}"]
     f_l = results["fused_learned"]["full"][f"ndcg@{K}"]
-    gnn_info = None
-    if "gnn" in rec_t.strategies:
-        gnn_info = "trained" if True else None
     return {
         "protocol": "leave-one-out; tune on validation (models on train), test with models on train+val; "
                     "full ranking excludes train+val; sampled = test item vs 99 negatives",
@@ -160,6 +157,5 @@ def evaluate(run_dir: str | Path, ds: Dataset, split: Split, cfg: HybridConfig |
         "best_single": best_single,
         "fused_vs_best_single_pct": 100.0 * (f_l / b - 1.0) if b > 0 else None,
         "trust_dropped_items": int((rec_t.trust < cfg.trust.min_trust).sum()),
-        "gnn": gnn_info,
         "seconds": time.perf_counter() - t0,
     }

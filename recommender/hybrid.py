@@ -59,6 +59,9 @@ class HybridConfig:
         MMR relevance weight (0.85); ``use_mmr`` switches the re-ranking.
     mmr_pool : int
         Fused candidates MMR chooses from.
+    learned_weights : bool
+        Serve with the weights ``evaluate-recommender`` learned (``<run>/recommender/weights.json``)
+        when that file exists, else ``weights``.
     seed : int
     """
 
@@ -69,6 +72,7 @@ class HybridConfig:
     use_mmr: bool = True
     mmr_lambda: float = 0.85
     mmr_pool: int = 50
+    learned_weights: bool = True
     seed: int = 0
     als: ALSConfig = field(default_factory=ALSConfig)
     neumf: FoldInConfig = field(default_factory=FoldInConfig)
@@ -278,7 +282,11 @@ class HybridRecommender:
             g = cached("gnn", {**dataclasses.asdict(cfg.gnn), "content": dataclasses.asdict(cfg.content)},
                        make_gnn)  # fmt: skip
             strategies["gnn"] = GNNStrategy(g["user"], g["item"])
-        return cls(ds, split, catalog, strategies, cfg, model)
+        rec = cls(ds, split, catalog, strategies, cfg, model)
+        wpath = Path(run_dir) / "recommender" / "weights.json"
+        if cfg.learned_weights and wpath.is_file():
+            rec.weights = {k: float(v) for k, v in json.loads(wpath.read_text()).items()}
+        return rec
 
     # ----------------------------------------------------------------------------------------
     # Requests

@@ -35,7 +35,10 @@ class LocalTrainConfig:
     negatives : int
         Training negatives per positive, resampled every epoch.
     lr : float
-        Local learning rate.
+        Local learning rate of the shared parameters (item rows, MLP).
+    private_lr : float or None
+        Learning rate of the private user embedding (None: ``lr``). The user embedding is trained
+        only on the node, from a tiny N(0, 0.01^2) start, so plain SGD needs a larger step for it.
     optimizer : {"sgd", "adam"}
         Local optimizer; its state is fresh every round.
     chunk_users : int
@@ -45,9 +48,14 @@ class LocalTrainConfig:
     epochs: int = 1
     batch_size: int = 32
     negatives: int = 4
-    lr: float = 0.001
-    optimizer: str = "adam"
+    lr: float = 0.05
+    optimizer: str = "sgd"
     chunk_users: int = 256
+    private_lr: float | None = 2.0
+
+    @property
+    def user_lr(self) -> float:
+        return self.lr if self.private_lr is None else self.private_lr
 
     def validate(self) -> None:
         if self.optimizer not in ("sgd", "adam"):
@@ -129,12 +137,13 @@ def train_user_sequential(
     model.load_shared(shared_vec)
     with torch.no_grad():
         model.private.copy_(private_vec.view(1, -1))
-    params = [model.private] + ([] if freeze_shared else list(model.shared.values()))
+    groups = [{"params": [model.private], "lr": cfg.user_lr}]
     if freeze_shared:
         for p in model.shared.values():
             p.requires_grad_(False)
-    opt = (torch.optim.Adam(params, lr=cfg.lr) if cfg.optimizer == "adam"
-           else torch.optim.SGD(params, lr=cfg.lr))  # fmt: skip
+    else:
+        groups.append({"params": list(model.shared.values()), "lr": cfg.lr})
+    opt = torch.optim.Adam(groups) if cfg.optimizer == "adam" else torch.optim.SGD(groups)
     rows = torch.as_tensor(schedule.rows)
     losses = []
     for local, labels in schedule.steps:
@@ -211,8 +220,9 @@ class _BatchedAdam:
     """Adam over tensors whose leading axis is indexed by ``owner`` (a user), stepping only the
     rows of active users; mirrors torch.optim.Adam's formulas (defaults betas, eps)."""
 
-    def __init__(self, params: list[torch.Tensor], owners: list[torch.Tensor], lr: float, n_users: int) -> None:
-        self.params, self.owners, self.lr = params, owners, lr
+    def __init__(self, params: list[torch.Tensor], owners: list[torch.Tensor], lrs: list[float],
+                 n_users: int) -> None:  # fmt: skip
+        self.params, self.owners, self.lrs = params, owners, lrs
         self.t = torch.zeros(n_users, dtype=params[0].dtype)
         self.m = [torch.zeros_like(p) for p in params]
         self.v = [torch.zeros_like(p) for p in params]
@@ -222,13 +232,13 @@ class _BatchedAdam:
         self.t += active.to(self.t.dtype)
         t = self.t.clamp(min=1)
         bc1, bc2 = 1 - b1**t, 1 - b2**t
-        for p, g, m, v, owner in zip(self.params, grads, self.m, self.v, self.owners, strict=True):
+        for p, g, m, v, owner, lr in zip(self.params, grads, self.m, self.v, self.owners, self.lrs, strict=True):
             view = (-1,) + (1,) * (p.dim() - 1)
             a = active[owner].view(view)
             m.copy_(torch.where(a, b1 * m + (1 - b1) * g, m))
             v.copy_(torch.where(a, b2 * v + (1 - b2) * g * g, v))
             denom = v.sqrt() / bc2[owner].sqrt().view(view) + eps
-            p.copy_(torch.where(a, p - (self.lr / bc1[owner]).view(view) * m / denom, p))
+            p.copy_(torch.where(a, p - (lr / bc1[owner]).view(view) * m / denom, p))
 
 
 def train_cohort(
@@ -279,7 +289,8 @@ def train_cohort(
     if cfg.optimizer == "adam":
         params = [priv] + ([] if freeze_shared else [table] + list(mlp.values()))
         owners = [user_ids] + ([] if freeze_shared else [row_user] + [user_ids] * len(MLP_KEYS))
-        adam = _BatchedAdam(params, owners, cfg.lr, n_users)
+        lrs = [cfg.user_lr] + [cfg.lr] * (len(params) - 1)
+        adam = _BatchedAdam(params, owners, lrs, n_users)
 
     n_steps = max(len(s.steps) for s in schedules)
     idx = torch.zeros(n_steps, n_users, bsz, dtype=torch.long)
@@ -308,7 +319,7 @@ def train_cohort(
         grads = torch.autograd.grad(per_user.sum(), leaves)
         with torch.no_grad():
             if adam is None:  # SGD: inactive users have zero gradient, so no masking is needed
-                priv.sub_(cfg.lr * grads[0])
+                priv.sub_(cfg.user_lr * grads[0])
                 if not freeze_shared:
                     table.index_add_(0, flat_idx, grads[1].reshape(-1, 3 * f), alpha=-cfg.lr)
                     for k, g in zip(MLP_KEYS, grads[2:], strict=True):

@@ -15,9 +15,16 @@ import torch
 
 from recommender.data import Split
 from recommender.local_training import LocalTrainConfig, build_schedule, train_cohort, user_rng
-from recommender.ncf import NeuMF, NeuMFShape, init_private, neumf_logits, score_all_items, unflatten_shared
+from recommender.ncf import (
+    NeuMF,
+    NeuMFShape,
+    init_private,
+    score_all_items,
+    unflatten_shared,
+)
 
 log = logging.getLogger(__name__)
+FOLD_IN_ROUND = 1_000_000  # a round index no federated run reaches: fold-in RNG streams stay apart
 
 
 @dataclass
@@ -69,7 +76,7 @@ def fold_in(shared_vec: torch.Tensor, shape: NeuMFShape, histories: list[np.ndar
         scheds = []
         for j in chunk:
             h = np.asarray(histories[j], np.int64)[-cfg.max_history :]
-            scheds.append(build_schedule(h, np.unique(h), shape.n_items, lcfg, user_rng(seed, -1, ids[j])))
+            scheds.append(build_schedule(h, np.unique(h), shape.n_items, lcfg, user_rng(seed, FOLD_IN_ROUND, ids[j])))
         g = torch.Generator().manual_seed(seed * 1_000_003 + lo)
         private = init_private(len(scheds), shape, g)
         _, new_private, _ = train_cohort(shared_vec, private, scheds, shape, lcfg, freeze_shared=True)
@@ -122,8 +129,21 @@ class NeuMFStrategy:
             return np.full(self.shape.n_items, np.nan, np.float32)
         else:
             vec = fold_in(self.shared_vec, self.shape, [np.asarray(items)], self.cfg, self.seed)[0]
+        return self._score_vec(vec)
+
+    def _score_vec(self, vec: torch.Tensor) -> np.ndarray:
+        """All-item logits of one user vector, shape (I,): :func:`neumf_logits` with the item half
+        of the first MLP layer precomputed once (the request then costs O(I * f), not O(I * f^2))."""
+        f = self.shape.factors
+        sh = self.shared
         with torch.no_grad():
-            return neumf_logits(self.shared, vec, self._items).numpy()
+            if getattr(self, "_item_pre", None) is None or self._item_pre.shape[0] != self.shape.n_items:
+                self._item_pre = sh["mlp_item"] @ sh["w1"][:, 2 * f :].T + sh["b1"]
+            h = torch.relu(self._item_pre + vec[f:] @ sh["w1"][:, : 2 * f].T)
+            h = torch.relu(h @ sh["w2"].T + sh["b2"])
+            wo = sh["wo"][0]
+            out = sh["gmf_item"] @ (vec[:f] * wo[:f]) + h @ wo[f:] + sh["bo"]
+            return out.numpy()
 
 
 def train_reference_model(split: Split, factors: int = 32, epochs: int = 10, lr: float = 0.002,
@@ -160,10 +180,10 @@ def train_reference_model(split: Split, factors: int = 32, epochs: int = 10, lr:
 
 
 def make_reference_run(run_dir, split: Split, data_name: str, factors: int = 32, epochs: int = 10,
-                       seed: int = 0) -> None:  # fmt: skip
+                       seed: int = 0, **train_kwargs) -> None:  # fmt: skip
     """Write a run directory whose ``models/LATEST`` is a centrally trained NeuMF (development only)."""
     from recommender.model_store import save_version
 
-    shared = train_reference_model(split, factors=factors, epochs=epochs, seed=seed)
+    shared = train_reference_model(split, factors=factors, epochs=epochs, seed=seed, **train_kwargs)
     save_version(run_dir, 1, shared, NeuMFShape(split.n_items, factors),
                  {"data": {"name": data_name}, "round": 0, "source": "central reference (not federated)"})

@@ -1,0 +1,72 @@
+"""Flower ServerApp: runs fedrec's round loop on whatever Grid Flower hands it.
+
+``fedrec simulate`` builds the app with :func:`make_server_app` around an already-resolved config;
+``flwr run .`` loads ``app`` below, which composes the config from ``configs/`` with the Hydra
+overrides in the run config key ``fedrec-overrides``.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+from pathlib import Path
+
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+
+from configs.schema import FedrecConfig, to_yaml
+from configs.store import compose_config
+from server.loop import ProgressFn, RoundLoop
+from server.rundir import RunDir
+
+log = logging.getLogger(__name__)
+
+
+def n_items_of(cfg: FedrecConfig) -> int:
+    return 1682 if cfg.data.name == "ml-100k" else cfg.data.items
+
+
+def build_loop(cfg: FedrecConfig, overrides: list[str] | None = None,
+               progress: ProgressFn | None = None) -> RoundLoop:  # fmt: skip
+    """Prepare the run directory (fresh or resumed) and the loop."""
+    if cfg.resume:
+        run_dir = RunDir(cfg.resume)
+        state = run_dir.load_checkpoint()
+        loop = RoundLoop(cfg, run_dir, n_items_of(cfg), overrides, progress)
+        loop.load_state_dict(state)
+        log.info("resuming %s after round %d", run_dir.path, loop.round)
+    else:
+        run_dir = RunDir(Path(cfg.runs_dir) / cfg.name)
+        run_dir.prepare_new(cfg.overwrite)
+        loop = RoundLoop(cfg, run_dir, n_items_of(cfg), overrides, progress)
+    run_dir.write_text("config.yaml", to_yaml(cfg))
+    return loop
+
+
+def make_server_app(cfg: FedrecConfig, overrides: list[str] | None = None,
+                    progress: ProgressFn | None = None, export_private: bool = True) -> ServerApp:  # fmt: skip
+    """A ServerApp bound to a resolved config (used by ``fedrec simulate``)."""
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        loop = build_loop(cfg, overrides, progress)
+        loop.export_private_embeddings = export_private
+        loop.result = loop.run(grid)
+        app.loop = loop
+
+    return app
+
+
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    """Entry point for ``flwr run .``: overrides come from ``fedrec-overrides`` in the run config."""
+    overrides = shlex.split(str(context.run_config.get("fedrec-overrides", "")))
+    rounds = int(context.run_config.get("num-server-rounds", 3))
+    cfg = compose_config([f"simulation.rounds={rounds}", *overrides])
+    loop = build_loop(cfg, overrides)
+    loop.export_private_embeddings = False
+    loop.run(grid)

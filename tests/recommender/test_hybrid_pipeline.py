@@ -1,0 +1,119 @@
+"""The hybrid recommender end to end on a small synthetic population (fast config)."""
+
+import numpy as np
+import pytest
+import torch
+
+from recommender.data import generate_synthetic, leave_one_out
+from recommender.explain import select_explanation
+from recommender.hybrid import HybridRecommender, load_config, with_val_in_train
+from recommender.model_store import load_version
+from recommender.ncf import init_private, score_all_items, unflatten_shared
+from recommender.neumf_strategy import FoldInConfig, fold_in, make_reference_run
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    torch.set_num_threads(1)
+    ds = generate_synthetic(n_users=60, n_items=200, mean_interactions=25, min_interactions=10, seed=3,
+                            preference_strength=4.0)
+    split = leave_one_out(ds, n_negatives=20)
+    run = tmp_path_factory.mktemp("run")
+    make_reference_run(run, split, "synthetic", factors=8, epochs=20, seed=0, batch_size=64, lr=0.01)
+    cfg = load_config("fast")
+    rec = HybridRecommender.build(run, ds, split, cfg)
+    return ds, split, run, rec
+
+
+def test_known_user_gets_k_explained_items(world):
+    ds, split, _, rec = world
+    req = rec.request_for_user(int(ds.raw_user_ids[0]))
+    recs = rec.recommend(req, k=5)
+    assert len(recs) == 5
+    assert not set(r.item for r in recs) & set(req.items.tolist())
+    for r in recs:
+        assert r.trust >= rec.cfg.trust.min_trust
+        assert r.explanation and r.title == ds.titles[r.item]
+        assert set(r.ranks) == {"collaborative", "neumf", "content", "gnn", "context"}
+
+
+def test_explanation_names_a_watched_item_in_history(world):
+    ds, split, _, rec = world
+    watched = [10, 11, 12]
+    req = rec.request_for_history(watched)
+    labels = {rec.catalog.label(int(i)) for i in rec.ds.item_index(watched)}
+    recs = rec.recommend(req, k=10)
+    item_expl = [r for r in recs if r.explanation_kind == "item"]
+    assert item_expl, "some recommendation should be explained by a watched item"
+    for r in item_expl:
+        name = r.explanation.removeprefix("Because you watched ")
+        assert name in labels
+
+
+def test_select_explanation_paths():
+    sims = np.array([0.1, 0.8])
+    kind, text = select_explanation({"content": 1, "context": 5}, sims, ["A (1990)", "B (1991)"],
+                                    ["Drama"], {"Drama": 1.0})
+    assert (kind, text) == ("item", "Because you watched B (1991)")
+    kind, text = select_explanation({"collaborative": 2}, np.array([0.05]), ["A"], ["Drama", "War"],
+                                    {"War": 2.0, "Drama": 1.0})
+    assert (kind, text) == ("genre", "Popular among War fans")
+    kind, text = select_explanation({"context": 1, "content": 9}, sims, ["A", "B"], ["Drama"], {})
+    assert kind == "trending"
+
+
+@pytest.mark.parametrize("how", ["unknown_user", "empty_history"])
+def test_cold_start_falls_back_to_context(world, how):
+    ds, _, _, rec = world
+    req = rec.request_for_user(999_999) if how == "unknown_user" else rec.request_for_history([])
+    recs = rec.recommend(req, k=5)
+    assert len(recs) == 5
+    for r in recs:
+        assert r.explanation_kind == "cold_start"
+        assert set(r.ranks) == {"context"}
+        assert ("not known" in r.explanation) if how == "unknown_user" else ("no watch history" in r.explanation)
+    ctx = rec.context.score(req.now)
+    top_ctx = set(np.argsort(-ctx)[:20].tolist())
+    assert {r.item for r in recs} <= top_ctx
+
+
+def test_fold_in_improves_held_out_scores(world):
+    ds, split, run, _ = world
+    mv = load_version(run)
+    shared = unflatten_shared(mv.shared, mv.shape)
+    users = np.arange(split.n_users)
+    hist = [split.train_of(u) for u in users]
+    cfg = FoldInConfig(epochs=10, lr=0.05, batch_size=16)
+    before = score_all_items(shared, init_private(len(users), mv.shape, 7)).numpy()
+    after = score_all_items(shared, fold_in(mv.shared, mv.shape, hist, cfg, seed=1)).numpy()
+
+    def auc(scores):  # held-out (test) item vs the 99... here: all unseen items
+        out = []
+        for u in users:
+            unseen = np.setdiff1d(np.arange(split.n_items), split.seen_of(u))
+            out.append((scores[u, split.test_item[u]] > scores[u, unseen]).mean())
+        return float(np.mean(out))
+
+    assert auc(after) > auc(before) + 0.05
+
+
+def test_with_val_in_train_appends_validation_item(world):
+    _, split, _, _ = world
+    sp2 = with_val_in_train(split)
+    for u in (0, 5):
+        np.testing.assert_array_equal(sp2.train_of(u), np.append(split.train_of(u), split.val_item[u]))
+
+
+def test_config_rejects_misspelled_key():
+    with pytest.raises(Exception, match="mmr_lambdaa"):
+        load_config(None, ["mmr_lambdaa=0.5"])
+
+
+def test_fast_neumf_scoring_matches_neumf_logits(world):
+    from recommender.ncf import neumf_logits
+
+    _, _, _, rec = world
+    n = rec.strategies["neumf"]
+    vec = n.user_vectors[2]
+    ref = neumf_logits(n.shared, vec, torch.arange(n.shape.n_items)).detach().numpy()
+    np.testing.assert_allclose(n._score_vec(vec), ref, atol=1e-5)
