@@ -176,3 +176,9 @@ def export(msg: Message, context: Context) -> Message:
     store = PrivateStore(context, hosted, shape, cfg.seed)
     return Message(RecordDict({"private": ArrayRecord({"users": Array(hosted), "emb": Array(store.matrix)})}),
                    reply_to=msg)  # fmt: skip
+
+
+# Secure aggregation: the four protocol stages as train.secagg_* actions (adapters in client/secagg.py).
+from client import secagg as _secagg  # noqa: E402
+
+_secagg.register(app)

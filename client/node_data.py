@@ -23,9 +23,9 @@ def run_config(text: str) -> FedrecConfig:
 
 
 @functools.lru_cache(maxsize=2)
-def _split(name: str, cache: str | None, users: int, items: int, mean: float, seed: int) -> Split:
-    ds = load_dataset(name, cache=cache, seed=seed, n_users=users, n_items=items, mean_interactions=mean) \
-        if name == "synthetic" else load_dataset(name, cache=cache)
+def _split(name: str, cache: str | None, users: int, items: int, mean: float, exact: int, seed: int) -> Split:
+    ds = load_dataset(name, cache=cache, seed=seed, n_users=users, n_items=items, mean_interactions=mean,
+                      exact_interactions=exact) if name == "synthetic" else load_dataset(name, cache=cache)  # fmt: skip
     return leave_one_out(ds, seed=seed)
 
 
@@ -35,7 +35,8 @@ def local_split(data: DataConfig) -> Split:
     In simulation every node process loads the population and then touches only its own users'
     rows; on a device the same call loads the device's own user(s).
     """
-    return _split(data.name, data.cache, data.users, data.items, data.mean_interactions, data.seed)
+    return _split(data.name, data.cache, data.users, data.items, data.mean_interactions,
+                  data.exact_interactions, data.seed)  # fmt: skip
 
 
 def node_users(node_config: dict, population: int) -> np.ndarray:

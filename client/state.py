@@ -2,21 +2,32 @@
 
 Flower's ``Context.state`` lives as long as the SuperNode process; a device also persists the
 embeddings to its own disk (``FEDREC_NODE_STATE`` dir), keyed by user, so a restarted SuperNode
-(which comes back with a new node id and empty state) reloads them.
+(which comes back with empty state) reloads them. In simulation the server names a directory under
+the run (``node-state-dir``) so that a resumed simulation finds its nodes' state again.
+
+The state is versioned by round so that it stays consistent with the server's checkpoint: after
+training round r a node writes ``private.rNNNNNN.npz`` and keeps the newest older version too. A
+message of round r implies the server has durably checkpointed round r-1, so a node never needs
+anything older; a server killed during round r and resumed from its round r-1 checkpoint re-runs
+round r from the node's round r-1 version, exactly as the uninterrupted run did.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import os
+import re
 from pathlib import Path
 
 import numpy as np
 import torch
-from flwr.app import Array, ArrayRecord, Context
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context
 
 from recommender.model_store import atomic_write_bytes
 from recommender.ncf import NeuMFShape
 
+log = logging.getLogger(__name__)
 STATE_KEY = "fedrec-private"
 
 
@@ -26,6 +37,21 @@ def initial_private(users: np.ndarray, shape: NeuMFShape, seed: int) -> np.ndarr
     out = np.empty((len(users), shape.private_dim), np.float32)
     for j, u in enumerate(users):
         out[j] = np.random.default_rng([seed, 7919, int(u)]).normal(0, 0.01, shape.private_dim)
+    return out
+
+
+ROUND_KEY = "fedrec-private-round"
+_FILE = re.compile(r"^private\.r(\d{6})\.npz$")
+
+
+def state_versions(disk: Path) -> dict[int, Path]:
+    """The saved versions in a node's state dir: {round: path}."""
+    if not disk.is_dir():
+        return {}
+    out = {}
+    for f in disk.iterdir():
+        if m := _FILE.match(f.name):
+            out[int(m.group(1))] = f
     return out
 
 
@@ -40,22 +66,40 @@ class PrivateStore:
         The node's users (sorted); row j holds user ``users[j]``.
     shape : NeuMFShape
     seed : int
+    as_of : int, optional
+        Load the state as it was after round ``as_of`` (the newest version <= as_of); default
+        the newest. Training round r asks for r-1, evaluation after round r for r.
+    disk : Path, optional
+        Directory for the on-disk versions; default ``$FEDREC_NODE_STATE`` (a device), else none.
     """
 
-    def __init__(self, context: Context, users: np.ndarray, shape: NeuMFShape, seed: int) -> None:
+    def __init__(self, context: Context, users: np.ndarray, shape: NeuMFShape, seed: int,
+                 as_of: int | None = None, disk: str | os.PathLike | None = None) -> None:  # fmt: skip
         self.context, self.users, self.shape = context, users, shape
-        self.disk = Path(os.environ["FEDREC_NODE_STATE"]) if os.environ.get("FEDREC_NODE_STATE") else None
+        if disk is None and os.environ.get("FEDREC_NODE_STATE"):
+            disk = os.environ["FEDREC_NODE_STATE"]
+        self.disk = Path(disk) if disk is not None else None
+        self.loaded_round = 0
+        limit = math.inf if as_of is None else as_of
         rec = context.state.array_records.get(STATE_KEY)
-        if rec is not None and rec["users"].numpy().shape == users.shape and (rec["users"].numpy() == users).all():
-            self.matrix = rec["emb"].numpy().copy()
-        elif self.disk is not None and (self.disk / "private.npz").is_file():
-            saved = np.load(self.disk / "private.npz")
-            self.matrix = initial_private(users, shape, seed)
+        rec_round = int(context.state.config_records[ROUND_KEY]["round"]) \
+            if ROUND_KEY in context.state.config_records else 0  # fmt: skip
+        same_users = rec is not None and rec["users"].numpy().shape == users.shape \
+            and bool((rec["users"].numpy() == users).all())  # fmt: skip
+        versions = {r: f for r, f in state_versions(self.disk).items() if r <= limit} if self.disk else {}
+        self.matrix = initial_private(users, shape, seed)
+        if same_users and rec_round <= limit and rec_round >= max(versions, default=0):
+            self.matrix, self.loaded_round = rec["emb"].numpy().copy(), rec_round
+        elif versions:
+            # Context.state is ahead of the wanted round (a resumed server) or gone (a restarted node).
+            self.loaded_round = max(versions)
+            saved = np.load(versions[self.loaded_round])
             pos = np.searchsorted(users, saved["users"])
             ok = (pos < len(users)) & (users[np.minimum(pos, len(users) - 1)] == saved["users"])
             self.matrix[pos[ok]] = saved["emb"][ok]
-        else:
-            self.matrix = initial_private(users, shape, seed)
+        elif rec is not None and rec_round > limit:
+            log.warning("private state is at round %d but round %d was asked for and no older version is on "
+                        "disk; starting those users afresh", rec_round, as_of)  # fmt: skip
 
     def rows(self, user_ids: np.ndarray) -> np.ndarray:
         """Row of each user id in the matrix; raises naming ids this node does not host."""
@@ -72,15 +116,25 @@ class PrivateStore:
     def put(self, user_ids: np.ndarray, values: torch.Tensor) -> None:
         self.matrix[self.rows(user_ids)] = values.detach().float().numpy()
 
-    def save(self) -> None:
-        """Write back into Context.state (and to the device's disk when configured)."""
+    def save(self, server_round: int | None = None) -> None:
+        """Write back into Context.state and, with a disk dir, as version ``server_round`` (atomic).
+
+        Versions older than the newest one before ``server_round`` are deleted: the server has
+        checkpointed round ``server_round - 1`` before sending this round, so no rewind goes further.
+        """
+        rnd = self.loaded_round + 1 if server_round is None else int(server_round)
         self.context.state.array_records[STATE_KEY] = ArrayRecord(
             {"users": Array(self.users), "emb": Array(self.matrix)}
         )
-        if self.disk is not None:
-            import io
+        self.context.state.config_records[ROUND_KEY] = ConfigRecord({"round": rnd})
+        if self.disk is None:
+            return
+        import io
 
-            self.disk.mkdir(parents=True, exist_ok=True)
-            buf = io.BytesIO()
-            np.savez(buf, users=self.users, emb=self.matrix)
-            atomic_write_bytes(self.disk / "private.npz", buf.getvalue())
+        self.disk.mkdir(parents=True, exist_ok=True)
+        buf = io.BytesIO()
+        np.savez(buf, users=self.users, emb=self.matrix, round=np.int64(rnd))
+        atomic_write_bytes(self.disk / f"private.r{rnd:06d}.npz", buf.getvalue())
+        older = sorted(r for r in state_versions(self.disk) if r < rnd)
+        for r in older[:-1]:
+            (self.disk / f"private.r{r:06d}.npz").unlink(missing_ok=True)

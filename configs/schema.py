@@ -31,7 +31,7 @@ class SimulationConfig:
         ``privacy.sample_rate`` is used instead. 0 means every user.
     rounds : int
     eval_every : int
-        Federated evaluation every k rounds (and after the last).
+        Federated evaluation every k rounds and after the last (0: never, for benchmarks).
     eval_max_users : int
         Evaluate at most this many users per node (0 = all).
     workers : int
@@ -110,8 +110,8 @@ class FedrecConfig:
         sim = self.simulation
         if sim.nodes < 1 or sim.nodes > self.data.population:
             raise ValueError(f"simulation.nodes={sim.nodes} must be in [1, {self.data.population}]")
-        if sim.rounds < 1 or sim.eval_every < 1:
-            raise ValueError(f"simulation.rounds={sim.rounds} and eval_every={sim.eval_every} must be >= 1")
+        if sim.rounds < 1 or sim.eval_every < 0:
+            raise ValueError(f"simulation.rounds={sim.rounds} must be >= 1 and eval_every={sim.eval_every} >= 0")
         if not 0 <= sim.users_per_round <= self.data.population:
             raise ValueError(f"simulation.users_per_round={sim.users_per_round} must be in [0, {self.data.population}]")
         if not 0 <= sim.dropout < 1:

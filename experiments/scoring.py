@@ -59,7 +59,8 @@ def load_run(run_dir: str | Path) -> RunScorer:
     saved = np.load(art)
     data = mv.meta["data"]
     ds = load_dataset(data["name"], cache=data.get("cache"), seed=data.get("seed", 0), n_users=data.get("users"),
-                      n_items=data.get("items"), mean_interactions=data.get("mean_interactions")) \
+                      n_items=data.get("items"), mean_interactions=data.get("mean_interactions"),
+                      exact_interactions=data.get("exact_interactions", 0)) \
         if data["name"] == "synthetic" else load_dataset(data["name"], cache=data.get("cache"))  # fmt: skip
     private = np.zeros((ds.n_users, mv.shape.private_dim), np.float32)
     private[saved["users"]] = saved["emb"]

@@ -1,5 +1,6 @@
 """Structured config of the privacy stage (Hydra group ``privacy``) and its validation."""
 
+import logging
 import math
 from dataclasses import dataclass
 
@@ -10,6 +11,8 @@ __all__ = ["ACCOUNTANTS", "MODES", "UNITS", "PrivacyConfig", "default_delta"]
 MODES = ("off", "central", "distributed", "local")
 ACCOUNTANTS = ("rdp", "prv")
 UNITS = ("user", "example")
+
+logger = logging.getLogger(__name__)
 
 
 def default_delta(population: int) -> float:
@@ -51,8 +54,15 @@ class PrivacyConfig:
     max_participations : int or None, default None
         K, cap on rounds a user may take part in; None means no cap.
     unit : str, default "user"
-        ``user`` (user-level DP, implemented) or ``example`` (record level, not
-        implemented in this package yet).
+        ``user``: user-level DP only. ``example``: in addition, every user trains
+        with DP-SGD (per-example clipping to ``example_clip_norm``, noise
+        ``example_noise_multiplier``; ``client/example_dp.py``), which makes each
+        user's updates example-level DP with a per-user accountant. ``mode`` still
+        selects the user-level mechanism (``off`` for example level only).
+    example_noise_multiplier : float, default 1.0
+        sigma of DP-SGD with ``unit=example``.
+    example_clip_norm : float, default 1.0
+        Per-example L2 clip of DP-SGD with ``unit=example``.
     """
 
     mode: str = "off"
@@ -65,6 +75,8 @@ class PrivacyConfig:
     accountant: str = "rdp"
     max_participations: int | None = None
     unit: str = "user"
+    example_noise_multiplier: float = 1.0
+    example_clip_norm: float = 1.0
 
     @property
     def enabled(self) -> bool:
@@ -93,10 +105,18 @@ class PrivacyConfig:
         if not math.isfinite(z) or z < 0:
             raise PrivacyError(f"privacy.noise_multiplier {z} must be finite and >= 0")
         if self.enabled and z == 0:
-            raise PrivacyError(
-                f"privacy.noise_multiplier 0 gives no privacy with privacy.mode={self.mode}; "
-                "set a positive noise_multiplier or privacy.mode=off"
+            # Allowed as the no-noise end of a privacy-utility sweep (clipping and Poisson sampling
+            # still run); the accountant reports epsilon = inf and any target_epsilon stops round 1.
+            logger.warning(
+                "privacy.noise_multiplier=0 with privacy.mode=%s gives no privacy (epsilon = inf); "
+                "set a positive noise_multiplier for a guarantee",
+                self.mode,
             )
+        if self.unit == "example":
+            for name in ("example_noise_multiplier", "example_clip_norm"):
+                v = float(getattr(self, name))
+                if not math.isfinite(v) or v <= 0:
+                    raise PrivacyError(f"privacy.{name} {v} must be finite and > 0 with privacy.unit=example")
         c = float(self.clip_norm)
         if not math.isfinite(c) or c <= 0:
             raise PrivacyError(f"privacy.clip_norm {c} must be finite and > 0")

@@ -139,6 +139,8 @@ def build_privacy_report(
     target_epsilon: float | None = None,
     max_prv_points: int = 20,
     cross_check_pld: bool = False,
+    example_level: dict[str, Any] | None = None,
+    accounting_seconds: float | None = None,
 ) -> dict[str, Any]:
     """Write ``privacy_report.{md,json,png}`` into ``out_dir`` and return the JSON content.
 
@@ -161,6 +163,11 @@ def build_privacy_report(
         evenly spaced rounds (always including the last). RDP uses every round.
     cross_check_pld : bool, default False
         Also report Google dp_accounting's PLD epsilon for the whole run.
+    example_level : dict or None
+        Example-level (DP-SGD, ``privacy.unit=example``) accounting to report alongside, with a
+        ``sentence`` key (see ``client.example_dp.example_level_summary``).
+    accounting_seconds : float or None
+        Mean seconds the run's accountant took per round, shown if given.
 
     Returns
     -------
@@ -170,6 +177,7 @@ def build_privacy_report(
         paths written (``files``).
     """
     d = default_delta(population) if delta is None else float(delta)
+    delta_source = f"1/N^1.1 with N={int(population)} (default)" if delta is None else "privacy.delta"
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ledger = ParticipationLedger.from_state_dict(ledger_state)
@@ -230,6 +238,7 @@ def build_privacy_report(
     report: dict[str, Any] = {
         "population": int(population),
         "delta": d,
+        "delta_source": delta_source,
         "rounds": total,
         "accountant": mechanism,
         "history": [list(e) for e in history],
@@ -282,6 +291,10 @@ def build_privacy_report(
         hist,
         target_epsilon,
     )
+    if example_level is not None:
+        report["example_level"] = example_level
+    if accounting_seconds is not None:
+        report["accounting_seconds_per_round"] = float(accounting_seconds)
     report["files"] = {k: str(p) for k, p in paths.items()}
     payload = to_jsonable(report)
     paths["json"].write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
@@ -303,13 +316,15 @@ def _render_report_md(rep: dict[str, Any]) -> str:
         "|---|---|",
         f"| population N | {rep['population']} |",
         f"| rounds T | {rep['rounds']} |",
-        f"| delta | {rep['delta']:.3g} |",
+        f"| delta | {rep['delta']:.3g} ({rep.get('delta_source', 'privacy.delta')}) |",
         f"| accountant | {rep['accountant']} |",
         f"| history (z, q, rounds) | {', '.join(str(tuple(e)) for e in rep['history'])} |",
     ]
     lines += [f"| epsilon ({name.upper()}) | {_fmt(float(v), 3)} |" for name, v in final.items()]
     if rep["target_epsilon"] is not None:
         lines.append(f"| target epsilon | {rep['target_epsilon']:g} |")
+    if rep.get("accounting_seconds_per_round") is not None:
+        lines.append(f"| accounting time per round | {float(rep['accounting_seconds_per_round']) * 1e3:.2f} ms |")
     lines += [
         "",
         "## Epsilon by round",
@@ -337,6 +352,11 @@ def _render_report_md(rep: dict[str, Any]) -> str:
         "![privacy report](privacy_report.png)",
         "",
     ]
+    ex = rep.get("example_level")
+    if ex:
+        lines += ["## Example level (DP-SGD inside local training)", "", ex["sentence"], ""]
+        lines += [f"- {k}: {v}" for k, v in ex.items() if k not in ("sentence", "per_user")]
+        lines.append("")
     return "\n".join(lines)
 
 

@@ -18,6 +18,8 @@ class DataConfig:
         Synthetic population size (ignored for ml-100k: 943 x 1682).
     mean_interactions : float
         Synthetic mean interactions per user (ML-100K: 106).
+    exact_interactions : int
+        If > 0, every synthetic user has exactly this many interactions (benchmark workloads).
     seed : int
         Seed of the synthetic generator and of the evaluation negatives.
     """
@@ -27,6 +29,7 @@ class DataConfig:
     users: int = 943
     items: int = 1682
     mean_interactions: float = 106.0
+    exact_interactions: int = 0
     seed: int = 0
 
     def validate(self) -> None:

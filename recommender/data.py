@@ -337,6 +337,7 @@ def generate_synthetic(
     preference_strength: float = 1.0,
     seed: int = 0,
     chunk: int = 4096,
+    exact_interactions: int = 0,
 ) -> Dataset:
     """Generate an ML-100K-like implicit-feedback population.
 
@@ -345,6 +346,7 @@ def generate_synthetic(
     a user's items are drawn without replacement from ``softmax(log p_i + s * <x_u, y_i>)`` with
     latent factors x, y ~ N(0, 1/k), via the Gumbel top-k trick (vectorised per chunk of users).
     Genres follow the latent factors, ratings the affinity; timestamps increase per user.
+    ``exact_interactions > 0`` gives every user exactly that many interactions instead.
 
     Returns
     -------
@@ -361,6 +363,10 @@ def generate_synthetic(
     mu = np.log(mean_interactions) - sigma**2 / 2
     counts = np.clip(rng.lognormal(mu, sigma, n_users).round(), max(3, min_interactions), n_items // 2)
     counts = counts.astype(np.int64)
+    if exact_interactions > 0:
+        if exact_interactions > n_items:
+            raise DataError(f"exact_interactions={exact_interactions} exceeds the {n_items} items")
+        counts[:] = exact_interactions
     users, items, ratings = [], [], []
     for lo in range(0, n_users, chunk):
         hi = min(lo + chunk, n_users)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -21,6 +22,8 @@ from secure_agg.messages import (
     ShareKeys,
     UnmaskRequest,
     UnmaskResponse,
+    decode_roster,
+    encode_roster,
 )
 from secure_agg.primitives import (
     MaskExpander,
@@ -128,6 +131,67 @@ class ClientCohort:
         if unknown:
             raise SecAggError(f"users {sorted(unknown)} are not active in this cohort")
         return sel
+
+    # ---- state between stages --------------------------------------------------------------
+    def to_bytes(self) -> bytes:
+        """Serialise the cohort between stages (a node may be a fresh process for each stage).
+
+        The blob holds the users' secret keys, self-mask seeds and held shares: keep it where
+        the node keeps its other private state (Flower ``Context.state``), never send it.
+        """
+        users = {
+            str(u): {
+                "c": st.c_sk.private_bytes_raw().hex(),
+                "s": st.s_sk.private_bytes_raw().hex(),
+                "b": st.b.hex(),
+                "nb": list(st.neighbours),
+                "held": {str(v): [a.hex(), b.hex()] for v, (a, b) in st.held.items()},
+                "mw": list(st.masked_with),
+                "cs": {str(v): x.hex() for v, x in st.c_shared.items()},
+            }
+            for u, st in self._users.items()
+        }
+        meta = {
+            "v": 1,
+            "round": self.round_id,
+            "run": self.run_id.hex(),
+            "stage": self.stage,
+            "pending": self._pending,
+            "dropped": sorted(self.dropped),
+            "roster": encode_roster(self.roster).hex() if self.roster is not None else None,
+            "users": users,
+        }
+        return json.dumps(meta, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_bytes(cls, config: SecAggConfig, blob: bytes) -> ClientCohort:
+        """Inverse of ``to_bytes``; ``config`` must be the one the cohort was created with."""
+        try:
+            meta = json.loads(blob)
+            if meta.get("v") != 1:
+                raise SecAggError(f"unknown cohort state version {meta.get('v')!r}")
+            self = cls(config, meta["round"], meta["pending"], run_id=bytes.fromhex(meta["run"]))
+            self.stage = meta["stage"]
+            self.dropped = {int(u) for u in meta["dropped"]}
+            if meta["roster"] is not None:
+                self.roster = decode_roster(bytes.fromhex(meta["roster"]))
+                # recompute the graph ourselves, as _check_roster did when the roster arrived
+                self._check_roster(self.roster)
+            for u, d in meta["users"].items():
+                st = _User(
+                    int(u),
+                    X25519PrivateKey.from_private_bytes(bytes.fromhex(d["c"])),
+                    X25519PrivateKey.from_private_bytes(bytes.fromhex(d["s"])),
+                    bytes.fromhex(d["b"]),
+                    tuple(d["nb"]),
+                    {int(v): (bytes.fromhex(a), bytes.fromhex(b)) for v, (a, b) in d["held"].items()},
+                    tuple(d["mw"]),
+                    {int(v): bytes.fromhex(x) for v, x in d["cs"].items()},
+                )
+                self._users[int(u)] = st
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SecAggError(f"corrupt cohort state: {exc}") from exc
+        return self
 
     # ---- stage 0 ---------------------------------------------------------------------------
     def advertise_keys(self, users: Sequence[int] | None = None) -> dict[int, AdvertiseKeys]:

@@ -71,6 +71,9 @@ class RoundLoop:
             item_aggregation=cfg.strategy.item_aggregation, item_lr=cfg.strategy.item_lr,
         )  # fmt: skip
         self.accountant = PrivacyAccountant(p.accountant) if self.dp else None
+        if p.mode == "central":  # N(0, (zC)^2) once on the weighted sum; drawn from the checkpointed rng
+            std = central_noise_std(p.noise_multiplier, p.clip_norm)
+            self.strategy.sum_noise = lambda dim: self.rng.normal(0.0, std, dim)
         self.ledger = ParticipationLedger(self.population, p.max_participations)
         self.rng = np.random.default_rng([cfg.seed, 1])
         self.theta = flatten_shared(init_shared(self.shape, cfg.model.init_seed)).numpy()
@@ -156,7 +159,7 @@ class RoundLoop:
             size = sim.users_per_round or self.population
             users = fixed_size_sample(self.population, size, self.rng)
         users = users[self.user_node[users] >= 0]
-        return users[self.ledger.eligible(users)] if p.max_participations else users
+        return self.ledger.eligible(users) if p.max_participations else users
 
     def _group(self, users: np.ndarray) -> dict[int, np.ndarray]:
         nodes = self.user_node[users]
@@ -171,43 +174,50 @@ class RoundLoop:
             check_budget(self.accountant, p.noise_multiplier, p.sample_rate, self.delta, p.target_epsilon, rnd)
         users = self._sample()
         plan = self.strategy.plan_round(self._group(users))
-        msgs = self.strategy.configure_train(rnd, ArrayRecord({"shared": Array(self.theta)}),
-                                             self._config_record(rnd), grid)  # fmt: skip
-        replies = list(grid.send_and_receive(msgs, timeout=self.cfg.simulation.round_timeout))
-        included, dropped = [], 0
-        for r in replies:
-            if not r.has_error():
-                included.append(r.content["report"]["users"].numpy())
-                dropped += len(r.content["report"]["dropped"].numpy())
-        missing_nodes = len(plan) - sum(not r.has_error() for r in replies)
-        survivors = np.concatenate(included) if included else np.zeros(0, np.int64)
-        dropped += len(users) - len(survivors) - dropped if missing_nodes else 0
-        arrays, metrics = self.strategy.aggregate_train(rnd, replies)
+        secure = None
+        if self.cfg.secure_agg.enabled:  # several exchanges per round; survivors = users in the unmasked sum
+            from server.secagg import secure_round
+
+            secure = secure_round(self, grid, rnd, plan)
+            survivors, arrays, metrics = secure.survivors, secure.arrays, secure.metrics
+        else:
+            msgs = self.strategy.configure_train(rnd, ArrayRecord({"shared": Array(self.theta)}),
+                                                 self._config_record(rnd), grid)  # fmt: skip
+            replies = list(grid.send_and_receive(msgs, timeout=self.cfg.simulation.round_timeout))
+            included, dropped = [], 0
+            for r in replies:
+                if not r.has_error():
+                    included.append(r.content["report"]["users"].numpy())
+                    dropped += len(r.content["report"]["dropped"].numpy())
+            missing_nodes = len(plan) - sum(not r.has_error() for r in replies)
+            survivors = np.concatenate(included) if included else np.zeros(0, np.int64)
+            dropped += len(users) - len(survivors) - dropped if missing_nodes else 0
+            arrays, metrics = self.strategy.aggregate_train(rnd, replies)
         record: dict[str, Any] = {"round": rnd, "users_planned": int(len(users)), "users": int(len(survivors)),
                                   "dropouts": int(len(users) - len(survivors))}  # fmt: skip
+        if secure is not None:
+            record["secagg"] = secure.record
         self.dropouts_total += record["dropouts"]
         if arrays is not None:
-            new = arrays["shared"].numpy()
-            if p.mode == "central":
-                # Central DP: the server adds N(0, (zC)^2) once to the sum, i.e. zC/denominator to the mean.
-                denom = self.strategy.fixed_denominator or max(float(metrics["weight-sum"]), 1e-12)
-                noise = self.rng.normal(0.0, central_noise_std(p.noise_multiplier, p.clip_norm) / denom, new.shape)
-                new = (new + self.strategy.server_lr * noise).astype(np.float32)
-            self.theta = new
+            self.theta = arrays["shared"].numpy()
             record.update({k: float(v) for k, v in metrics.items()})
         else:
             record["skipped"] = True
-        if self.dp and len(survivors):
-            m_min = p.resolved_min_survivors(self.population)
-            z_eff = effective_noise_multiplier(p.mode, p.noise_multiplier, len(survivors), m_min)
-            self.accountant.step(z_eff, p.sample_rate)
-            self.ledger.record(survivors)
+        if self.dp:
+            t_acc = time.perf_counter()
+            if len(survivors):  # no survivors: nothing was released (see effective_noise_multiplier)
+                m_min = p.resolved_min_survivors(self.population)
+                z_eff = effective_noise_multiplier(p.mode, p.noise_multiplier, len(survivors), m_min)
+                self.accountant.step(z_eff, p.sample_rate)
+                self.ledger.record(survivors)
+                record["noise_multiplier_received"] = z_eff
             record["epsilon"] = self.accountant.get_epsilon(self.delta)
-            record["noise_multiplier_received"] = z_eff
+            record["accounting_seconds"] = time.perf_counter() - t_acc
         elif len(survivors):
             self.ledger.record(survivors)
         self.round = rnd
-        if rnd % self.cfg.simulation.eval_every == 0 or rnd == self.cfg.simulation.rounds:
+        every = self.cfg.simulation.eval_every
+        if every and (rnd % every == 0 or rnd == self.cfg.simulation.rounds):
             record.update(self.evaluate(grid, rnd))
         record["seconds"] = time.perf_counter() - t0
         self.wall_seconds += record["seconds"]
@@ -278,6 +288,14 @@ class RoundLoop:
         self.run_dir.write_summary(summary)
         return summary
 
+    def budget_stop_message(self, exc: PrivacyBudgetExceeded) -> str:
+        """The one line that says why training stopped, what was spent, and what to change."""
+        spent = self.accountant.get_epsilon(self.delta) if self.accountant is not None else 0.0
+        would = "inf" if math.isinf(exc.epsilon) else f"{exc.epsilon:.3f}"
+        return (f"privacy budget: stopped after round {self.round} at epsilon {spent:.3f} (delta {self.delta:.3g}); "
+                f"round {exc.round_num} would reach epsilon {would} > privacy.target_epsilon={exc.target_epsilon:g}; "
+                "raise privacy.target_epsilon (or privacy.noise_multiplier) to train further")  # fmt: skip
+
     # ---- the whole run -----------------------------------------------------------------------
     def run(self, grid: Grid) -> dict[str, Any]:
         self.discover(grid)
@@ -285,8 +303,9 @@ class RoundLoop:
             try:
                 record = self.run_round(grid)
             except PrivacyBudgetExceeded as exc:
-                self.stop_reason = str(exc)
-                log.warning("privacy budget reached, stopping before round %d: %s", self.round + 1, exc)
+                self.stop_reason = self.budget_stop_message(exc)
+                log.warning(self.stop_reason)
+                self.run_dir.save_checkpoint(self.state_dict())  # the last completed round is already saved
                 break
             if self.progress:
                 self.progress(self.round, self.cfg.simulation.rounds, record)

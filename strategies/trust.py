@@ -13,11 +13,24 @@ class TrustScorer(ABC):
     ``weights_for_round`` is called before a round (the weights travel to the users, who apply
     them inside the masked sum); ``observe`` is called after aggregation with whatever per-user
     evidence the server saw (individual updates only when secure aggregation is off).
+    A scorer with ``uses_updates`` also re-scores the round's own updates before they are summed
+    (``score_updates``); ``needs_updates`` says the server must ask nodes for per-user rows.
     """
+
+    uses_updates: bool = False
+
+    @property
+    def needs_updates(self) -> bool:
+        """Whether this scorer wants the round's individual (unweighted) updates."""
+        return self.uses_updates
 
     @abstractmethod
     def weights_for_round(self, users: np.ndarray) -> np.ndarray:
         """Trust of each user in ``users`` (int64, shape (U,)) -> float64 (U,) in [0, 1]."""
+
+    def score_updates(self, users: np.ndarray, deltas: np.ndarray) -> np.ndarray:
+        """Same-round trust from unweighted updates ``deltas`` (U, d) -> (U,) in [0, 1]."""
+        raise NotImplementedError(f"{type(self).__name__} does not score individual updates")
 
     def observe(self, users: np.ndarray, updates: np.ndarray | None) -> None:  # noqa: B027
         """Update internal state after a round (default: nothing)."""
@@ -42,6 +55,12 @@ class ConstantTrust(TrustScorer):
 
 
 SCORERS: dict[str, type[TrustScorer]] = {"constant": ConstantTrust}
+
+# The scorers live one per file and import TrustScorer from here, so they register after it exists.
+from strategies.reputation import ReputationTrust  # noqa: E402
+from strategies.update_trust import UpdateTrust  # noqa: E402
+
+SCORERS.update({"update": UpdateTrust, "reputation": ReputationTrust})
 
 
 def create_scorer(name: str, **kwargs) -> TrustScorer:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
@@ -15,6 +15,8 @@ from strategies.server_opt import ServerOptState, server_step
 from strategies.trust import TrustScorer
 
 log = logging.getLogger(__name__)
+
+PROBE_TRUST = 1e-6
 
 
 class TrustWeightedFedAvg(FedAvg):
@@ -64,17 +66,26 @@ class TrustWeightedFedAvg(FedAvg):
         self._plan: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._theta: np.ndarray | None = None
         self.last_excluded = 0
-        self.needs_individual_updates = False
+        self.last_excluded_updates = 0
+        self._excluded: set[int] = set()
+        self.needs_individual_updates = scorer.needs_updates
+        # Central DP: draws the noise added once to the weighted *sum* (before the mean, the item
+        # block's scaling and the server optimizer), so every later step is post-processing.
+        self.sum_noise: Callable[[int], np.ndarray] | None = None
 
     # ---- what to send ------------------------------------------------------------------------
     def plan_round(self, users_by_node: dict[int, np.ndarray]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
         """Attach trust to every sampled user; returns node -> (users, trust)."""
         self._plan, excluded = {}, 0
+        self._excluded: set[int] = set()
         for node, users in users_by_node.items():
             trust = np.clip(self.scorer.weights_for_round(users), 0.0, 1.0)
             low = trust < self.threshold
             excluded += int(low.sum())
-            trust = np.where(low, 0.0, trust)
+            self._excluded.update(users[low].tolist())
+            # With individual updates an excluded user still sends its row at a vanishing probe
+            # weight, so its reputation can recover from fresh evidence; the sum gives it weight 0.
+            trust = np.where(low, PROBE_TRUST if self.needs_individual_updates else 0.0, trust)
             self._plan[node] = (users, trust)
         self.last_excluded = excluded
         if excluded:
@@ -105,6 +116,7 @@ class TrustWeightedFedAvg(FedAvg):
         agg = StreamingWeightedSum(self._theta.shape[0])
         n_ex = users = 0
         loss = 0.0
+        per_user: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         for msg in replies:
             if msg.has_error():
                 log.warning("round %d: node %d replied with an error: %s", server_round,
@@ -112,25 +124,53 @@ class TrustWeightedFedAvg(FedAvg):
                 continue
             m = msg.content["metrics"]
             upd = msg.content["update"]
-            if "rows" in upd:
-                rows = upd["rows"].numpy()
-                self.scorer.observe(msg.content["report"]["users"].numpy(), rows)
-                agg.add(rows.sum(0, dtype=np.float64), float(m["weight-sum"]), int(m["users"]))
+            if "rows" in upd:  # kept until every reply is in: scoring needs the whole round
+                rep = msg.content["report"]
+                per_user.append((rep["users"].numpy(), upd["rows"].numpy(), rep["weights"].numpy()))
             else:
                 agg.add(upd["sum"].numpy().astype(np.float64), float(m["weight-sum"]), int(m["users"]))
             n_ex += int(m["num-examples"])
             users += int(m["users"])
             loss += float(m["train-loss"]) * int(m["users"])
+        if per_user:
+            ids, deltas, weights = unweight_rows(per_user, self._excluded)
+            total, weight = self.combine_rows(server_round, ids, deltas, weights)
+            if weight > 0:
+                agg.add(total, weight, len(ids))
+            self.scorer.observe(ids, deltas)
+            del deltas
         mean = agg.mean(self.fixed_denominator)
         if mean is None:
             log.warning("round %d: no usable update arrived; the model is unchanged", server_round)
             return None, None
         if self.item_aggregation == "sum":  # the block's step is item_lr * weighted sum, not server_lr * mean
             mean[: self.item_block] *= (self.fixed_denominator or agg.weight) * self.item_lr / self.server_lr
-        new = server_step(self._theta, mean, self.opt_state, self.server_optimizer, self.server_lr)
-        metrics = MetricRecord({"train-loss": loss / max(users, 1), "users": users, "num-examples": n_ex,
+        new = server_step(theta, mean, self.opt_state, self.server_optimizer, self.server_lr)
+        metrics = MetricRecord({"train-loss": train_loss, "users": agg.count, "num-examples": num_examples,
                                 "weight-sum": agg.weight, "update-norm": float(np.linalg.norm(mean))})  # fmt: skip
         return ArrayRecord({"shared": Array(new)}), metrics
+
+    def combine_rows(self, server_round: int, users: np.ndarray, deltas: np.ndarray, weights: np.ndarray
+                     ) -> tuple[np.ndarray, float]:  # fmt: skip
+        """Reduce the round's unweighted per-user updates to ``(sum_u w'_u delta_u, sum_u w'_u)``.
+
+        ``weights`` are the planned w_u (0 for users excluded before the round). A scorer with
+        ``uses_updates`` multiplies them by its same-round trust, after thresholding. Robust
+        baselines override this. ``deltas`` is (U, d) float32; returns float64 (d,) and a float.
+        """
+        trust = np.ones(len(users))
+        self.last_excluded_updates = 0
+        if self.scorer.uses_updates:
+            self.scorer.theta = self._theta
+            trust = np.clip(self.scorer.score_updates(users, deltas), 0.0, 1.0)
+            low = (trust < self.threshold) & (weights > 0)
+            self.last_excluded_updates = int(low.sum())
+            trust[trust < self.threshold] = 0.0
+            if self.last_excluded_updates:
+                log.info("round %d: trust: %d of %d updates under threshold %.2f get weight 0", server_round,
+                         self.last_excluded_updates, len(users), self.threshold)  # fmt: skip
+        w = (trust * weights).astype(np.float32)
+        return (w @ deltas).astype(np.float64), float(w.sum(dtype=np.float64))
 
     # ---- checkpoint --------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -139,3 +179,28 @@ class TrustWeightedFedAvg(FedAvg):
     def load_state_dict(self, state: dict) -> None:
         self.opt_state = state["opt"]
         self.scorer.load_state_dict(state["scorer"])
+
+
+def unweight_rows(per_user: list[tuple[np.ndarray, np.ndarray, np.ndarray]], excluded: set[int]
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    """Stack the nodes' per-user rows and divide out their weights.
+
+    Parameters
+    ----------
+    per_user : list of (users (U_i,), rows (U_i, d) = w_u * delta_u, weights (U_i,) = w_u)
+    excluded : set of int
+        Users excluded before the round (they sent a probe-weighted row; their weight becomes 0).
+
+    Returns
+    -------
+    users (U,), deltas (U, d) float32 unweighted (rows with w_u = 0 stay 0), weights (U,) float64
+    """
+    users = np.concatenate([u for u, _, _ in per_user]).astype(np.int64)
+    deltas = np.concatenate([r for _, r, _ in per_user]).astype(np.float32, copy=False)
+    weights = np.concatenate([w for _, _, w in per_user]).astype(np.float64)
+    if deltas.shape[0] != len(users) or len(weights) != len(users):
+        raise ValueError(f"per-user reply has {deltas.shape[0]} rows for {len(users)} users")
+    pos = weights > 0
+    deltas[pos] /= weights[pos, None].astype(np.float32)
+    weights = np.where(np.isin(users, np.fromiter(excluded, np.int64, len(excluded))), 0.0, weights)
+    return users, deltas, weights

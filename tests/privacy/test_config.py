@@ -24,7 +24,8 @@ def test_defaults_validate():
         ({"accountant": "gdp"}, "privacy.accountant"),
         ({"unit": "item"}, "privacy.unit"),
         ({"noise_multiplier": -1.0}, "privacy.noise_multiplier"),
-        ({"mode": "central", "noise_multiplier": 0.0}, "privacy.noise_multiplier"),
+        ({"unit": "example", "example_noise_multiplier": 0.0}, "privacy.example_noise_multiplier"),
+        ({"unit": "example", "example_clip_norm": -1.0}, "privacy.example_clip_norm"),
         ({"clip_norm": 0.0}, "privacy.clip_norm"),
         ({"sample_rate": 0.0}, "privacy.sample_rate"),
         ({"sample_rate": 1.5}, "privacy.sample_rate"),
@@ -47,3 +48,10 @@ def test_structured_config():
     assert isinstance(obj, PrivacyConfig) and obj.target_epsilon == 8.0
     with pytest.raises(Exception, match="noise_multipler"):
         OmegaConf.merge(cfg, {"noise_multipler": 2.0})
+
+
+def test_zero_noise_is_allowed_with_a_warning(caplog):
+    # z = 0 is the no-noise end of a privacy-utility sweep: it validates, warns, and is accounted as inf.
+    with caplog.at_level("WARNING", logger="privacy.config"):
+        PrivacyConfig(mode="distributed", noise_multiplier=0.0).validate(1000)
+    assert "epsilon = inf" in caplog.text

@@ -1,0 +1,206 @@
+"""`fedrec bench simulate`: fedrec cohorts vs stock Flower (one SuperNode per user) on workload W1.
+
+W1: NeuMF f=32, 1,682 items, 100 training positives per user with 4 negatives each, 1 local epoch,
+batch 32, SGD lr 0.05, FedAvg. Every measurement runs in its own process (so its peak RSS, summed
+over the process tree including the simulation engine's workers, is its own), the two frameworks
+alternate within one invocation, and results are reported as ratios measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from statistics import median
+from typing import Any
+
+W1_OVERRIDES = [
+    "data=synthetic", "data.items=1682", "data.exact_interactions=102", "model.factors=32",
+    "client.epochs=1", "client.batch_size=32", "client.negatives=4", "client.lr=0.05",
+    "client.private_lr=0.05", "client.optimizer=sgd", "strategy=fedavg", "strategy.server_lr=1.0",
+    "strategy.server_optimizer=sgd", "strategy.item_aggregation=mean", "simulation.eval_every=0",
+]  # fmt: skip
+DEFAULT_GRID = ((1000, 100), (1000, 1000), (10000, 1000))
+# Stock Flower's per-round cost measured here grows ~linearly with users per round (about 45 ms per
+# user per round on this 2-core machine); a run predicted above the limit is skipped and said so.
+STOCK_SECONDS_PER_USER = 0.045
+
+
+def _worker(args: argparse.Namespace) -> None:
+    """Run one measurement in this process and write its JSON (called by the orchestrator)."""
+    from configs.schema import to_yaml
+    from configs.store import compose_config
+
+    overrides = [*W1_OVERRIDES, f"data.users={args.population}", f"simulation.users_per_round={args.per_round}",
+                 f"simulation.rounds={args.rounds}", f"runs_dir={args.runs_dir}", f"name={args.mode}",
+                 "overwrite=true", *args.extra]  # fmt: skip
+    t0 = time.perf_counter()
+    if args.mode == "fedrec":
+        overrides.append(f"simulation.nodes={args.nodes}")
+        from experiments.simulate import run_simulation
+
+        cfg = compose_config(overrides)
+        summary = run_simulation(cfg, overrides, show_progress=False, export_private=False)
+        rounds = [h["seconds"] for h in summary["per_round"]]
+        out = {"round_seconds": rounds, "startup_seconds": summary["startup_seconds"],
+               "total_seconds": time.perf_counter() - t0}  # fmt: skip
+    else:
+        import warnings
+
+        from flwr.simulation import run_simulation as flwr_run_simulation
+
+        from experiments.simulate import _quiet_flower
+        from experiments.stock_flower import client_app, make_server_app
+
+        _quiet_flower()
+        cfg = compose_config(overrides + ["simulation.nodes=1"])
+        result: dict[str, Any] = {}
+        server = make_server_app(to_yaml(cfg), args.population, args.per_round, args.rounds, 1682, 32, result)
+        backend = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+                   "init_args": {"num_cpus": os.cpu_count() or 1, "num_gpus": 0, "include_dashboard": False}}  # fmt: skip
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            flwr_run_simulation(server, client_app, num_supernodes=args.population, backend_config=backend)
+        started, ended = result["round_started"], result["round_ended"]
+        rounds = [ended[r] - started[r] for r in sorted(ended)]
+        out = {"round_seconds": rounds, "startup_seconds": started[min(started)] - t0,
+               "total_seconds": time.perf_counter() - t0}  # fmt: skip
+    Path(args.out).write_text(json.dumps(out))
+
+
+def _measure(mode: str, population: int, per_round: int, rounds: int, nodes: int, extra: list[str],
+             timeout: float) -> dict[str, Any]:  # fmt: skip
+    """Run one worker process, sampling the RSS of its whole process tree every 0.2 s."""
+    import psutil
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "result.json"
+        cmd = [sys.executable, "-m", "experiments.bench_simulate", "_worker", "--mode", mode,
+               "--population", str(population), "--per-round", str(per_round), "--rounds", str(rounds),
+               "--nodes", str(nodes), "--runs-dir", tmp, "--out", str(out), "--", *extra]  # fmt: skip
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+        peak = 0
+        stop = threading.Event()
+
+        def sample() -> None:
+            nonlocal peak
+            p = psutil.Process(proc.pid)
+            while not stop.is_set():
+                try:
+                    tree = [p, *p.children(recursive=True)]
+                    peak = max(peak, sum(c.memory_info().rss for c in tree if c.is_running()))
+                except psutil.Error:
+                    pass
+                time.sleep(0.2)
+
+        th = threading.Thread(target=sample, daemon=True)
+        th.start()
+        try:
+            _, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            proc.communicate()
+            return {"error": f"timed out after {timeout:.0f}s"}
+        finally:
+            stop.set()
+            th.join()
+        if proc.returncode != 0 or not out.is_file():
+            return {"error": (err or b"").decode(errors="replace")[-800:]}
+        res = json.loads(out.read_text())
+    steady = res["round_seconds"][1:] or res["round_seconds"]
+    return {**res, "median_round_seconds": median(steady), "peak_rss_gib": peak / 2**30}
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(stderr=True)
+    grid = [tuple(int(x) for x in g.split(":")) for g in args.grid] if args.grid else list(DEFAULT_GRID)
+    rows = []
+    for population, per_round in grid:
+        row: dict[str, Any] = {"population": population, "per_round": per_round}
+        predicted = STOCK_SECONDS_PER_USER * per_round * args.rounds + 0.02 * population
+        for rep in range(args.repeats):
+            for mode in ("fedrec", "stock"):  # alternate the two frameworks
+                if mode == "stock" and (args.no_stock or predicted > args.stock_limit):
+                    row["stock"] = {"skipped": f"predicted {predicted:.0f}s > limit {args.stock_limit:.0f}s"
+                                    if not args.no_stock else "--no-stock"}  # fmt: skip
+                    continue
+                console.print(f"[bold]{mode}[/] population={population} per_round={per_round} repeat={rep + 1}")
+                res = _measure(mode, population, per_round, args.rounds, args.nodes, args.extra,
+                               timeout=max(args.stock_limit * 1.5, 900))  # fmt: skip
+                row.setdefault(f"{mode}_runs", []).append(res)
+        for mode in ("fedrec", "stock"):
+            runs = [r for r in row.pop(f"{mode}_runs", []) if "error" not in r]
+            if runs:
+                row[mode] = {
+                    "median_round_seconds": median(r["median_round_seconds"] for r in runs),
+                    "startup_seconds": median(r["startup_seconds"] for r in runs),
+                    "peak_rss_gib": max(r["peak_rss_gib"] for r in runs),
+                }
+            elif mode not in row:
+                row[mode] = {"error": "all runs failed"}
+        f, s = row.get("fedrec", {}), row.get("stock", {})
+        if "median_round_seconds" in f and "median_round_seconds" in s:
+            row["speedup"] = s["median_round_seconds"] / f["median_round_seconds"]
+            row["memory_ratio"] = s["peak_rss_gib"] / f["peak_rss_gib"]
+        rows.append(row)
+
+    table = Table(title="W1: seconds per round (median of rounds 2+), start-up, peak RSS of the process tree")
+    for col in ("population", "users/round", "fedrec s/round", "stock s/round", "speedup", "fedrec start-up s",
+                "stock start-up s", "fedrec peak GiB", "stock peak GiB"):  # fmt: skip
+        table.add_column(col, justify="right")
+
+    def g(d: dict, k: str, fmt: str = "{:.2f}") -> str:
+        return fmt.format(d[k]) if k in d else d.get("skipped", d.get("error", "-"))[:40]
+
+    for r in rows:
+        f, s = r.get("fedrec", {}), r.get("stock", {})
+        table.add_row(str(r["population"]), str(r["per_round"]), g(f, "median_round_seconds"),
+                      g(s, "median_round_seconds"), f"{r['speedup']:.1f}x" if "speedup" in r else "-",
+                      g(f, "startup_seconds"), g(s, "startup_seconds"), g(f, "peak_rss_gib"), g(s, "peak_rss_gib"))  # fmt: skip
+    Console().print(table)
+    result = {"workload": "W1", "rounds": args.rounds, "nodes": args.nodes, "extra_overrides": args.extra,
+              "cpus": os.cpu_count(), "rows": rows}  # fmt: skip
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    return result
+
+
+def add_bench_command(bench_sub) -> None:
+    p = bench_sub.add_parser("simulate", help="fedrec cohorts vs stock Flower (one SuperNode per user), W1")
+    p.add_argument("--grid", nargs="*", default=None, help="POPULATION:PER_ROUND pairs (default 1000:100 "
+                   "1000:1000 10000:1000)")  # fmt: skip
+    p.add_argument("--rounds", type=int, default=4, help="rounds per measurement (round 1 is warm-up)")
+    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--nodes", type=int, default=os.cpu_count() or 2, help="fedrec nodes (cohorts)")
+    p.add_argument("--stock-limit", type=float, default=600.0, help="skip stock Flower above this many seconds")
+    p.add_argument("--no-stock", action="store_true", help="measure fedrec only")
+    p.add_argument("--json", default=None, help="write the results here")
+    p.add_argument("extra", nargs="*", default=[], help="extra Hydra overrides for fedrec (e.g. privacy=distributed)")
+    p.set_defaults(func=run)
+
+
+def _main() -> None:
+    p = argparse.ArgumentParser()
+    sub = p.add_subparsers(dest="cmd", required=True)
+    w = sub.add_parser("_worker")
+    for name, typ in (("--mode", str), ("--population", int), ("--per-round", int), ("--rounds", int),
+                      ("--nodes", int), ("--runs-dir", str), ("--out", str)):  # fmt: skip
+        w.add_argument(name, type=typ, required=True)
+    w.add_argument("extra", nargs="*", default=[])
+    w.set_defaults(func=_worker)
+    add_bench_command(sub)
+    args = p.parse_args()
+    args.func(args)
+
+
+if __name__ == "__main__":
+    _main()
