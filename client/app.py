@@ -18,10 +18,11 @@ import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from client.attacks import AttackHook
 from client.node_data import local_split, node_users, run_config
 from client.pipeline import process_chunk, user_weights
-from client.state import PrivateStore
-from recommender.local_training import build_schedule, train_cohort, user_rng
+from client.state import PrivateStore, node_state_dir
+from recommender.local_training import build_schedule, train_cohort, train_sequentially, user_rng
 from recommender.metrics import full_ranks, rank_metrics, sampled_ranks
 from recommender.ncf import NeuMFShape, score_all_items, score_items, unflatten_shared
 
@@ -63,8 +64,10 @@ def train(msg: Message, context: Context) -> Message:
     users = plan["users"].numpy().astype(np.int64)
     trust = plan["trust"].numpy().astype(np.float64)
     individual = bool(msg.content["config"].get("individual", False))
+    attack = AttackHook(cfg, split)
     torch.set_num_threads(1)
-    store = PrivateStore(context, hosted, shape, cfg.seed)
+    store = PrivateStore(context, hosted, shape, cfg.seed, as_of=rnd - 1,
+                         disk=node_state_dir(msg.content["config"], context.node_config))  # fmt: skip
     store.rows(users)  # refuse users this node does not host, naming them
     gone = _dropped(users, cfg.simulation.dropout, cfg.seed, rnd)
     users, trust, dropped = users[~gone], trust[~gone], users[gone]
@@ -78,10 +81,17 @@ def train(msg: Message, context: Context) -> Message:
     weight_sum = 0.0
     for lo in range(0, len(users), cfg.client.chunk_users):
         chunk = users[lo : lo + cfg.client.chunk_users]
-        schedules = [build_schedule(split.train_of(int(u)), split.seen_of(int(u)), split.n_items, cfg.client,
-                                    user_rng(cfg.seed, rnd, int(u))) for u in chunk]  # fmt: skip
-        delta, new_private, loss = train_cohort(shared, store.get(chunk), schedules, shape, cfg.client)
+        schedules = [build_schedule(attack.positives(int(u), split.train_of(int(u)), rnd), split.seen_of(int(u)),
+                                    split.n_items, cfg.client, user_rng(cfg.seed, rnd, int(u))) for u in chunk]  # fmt: skip
+        if cfg.privacy.unit == "example":  # DP-SGD per user, sequential (client/example_dp.py)
+            from client.example_dp import train_chunk_example_dp
+
+            delta, new_private, loss = train_chunk_example_dp(shared, store.get(chunk), chunk, split, shape, cfg, rnd)
+        else:
+            train = train_cohort if cfg.client.path == "cohort" else train_sequentially
+            delta, new_private, loss = train(shared, store.get(chunk), schedules, shape, cfg.client)
         store.put(chunk, new_private)
+        delta = attack.poison(delta, chunk, rnd)  # identity unless cfg.attack makes some of these users malicious
         w = user_weights(trust[lo : lo + len(chunk)], counts[lo : lo + len(chunk)], cfg.strategy.example_cap)
         contrib = process_chunk(delta, w, cfg, shape, gen, individual=individual)
         if individual:
@@ -91,7 +101,7 @@ def train(msg: Message, context: Context) -> Message:
         weight_sum += contrib.weight_sum
         norms.append(contrib.norms)
         losses.append(loss.numpy())
-    store.save()
+    store.save(rnd)
     update = {"rows": Array(np.concatenate(rows) if rows else np.zeros((0, shape.shared_dim), np.float32))} \
         if individual else {"sum": Array((acc if acc is not None else torch.zeros(shape.shared_dim)).float().numpy())}
     loss_all = np.concatenate(losses) if losses else np.zeros(0)
@@ -121,11 +131,13 @@ def evaluate(msg: Message, context: Context) -> Message:
     """
     cfg, split, shape, hosted = _setup(msg, context)
     rnd = int(msg.content["config"]["server-round"])
-    users = hosted
+    attack = AttackHook(cfg, split)
+    users = attack.honest(hosted)  # an attack's fake users are not the audience it is measured on
     limit = cfg.simulation.eval_max_users
     if limit and len(users) > limit:
         users = np.sort(np.random.default_rng([cfg.seed, 17, int(hosted[0])]).choice(users, limit, replace=False))
-    store = PrivateStore(context, hosted, shape, cfg.seed)
+    store = PrivateStore(context, hosted, shape, cfg.seed, as_of=rnd,
+                         disk=node_state_dir(msg.content["config"], context.node_config))  # fmt: skip
     shared = unflatten_shared(torch.from_numpy(msg.content["arrays"]["shared"].numpy().copy()), shape)
     priv = store.get(users)
     torch.set_num_threads(1)
@@ -135,6 +147,7 @@ def evaluate(msg: Message, context: Context) -> Message:
     s = score_items(shared, priv, torch.from_numpy(cand)).numpy()
     sampled = rank_metrics(sampled_ranks(s[:, 0], s[:, 1:], seed), 10)
     hr_f = ndcg_f = 0.0
+    exposed = 0
     top_hist = np.zeros(split.n_items, np.int64)
     for lo in range(0, len(users), 256):
         us = users[lo : lo + 256]
@@ -148,12 +161,15 @@ def evaluate(msg: Message, context: Context) -> Message:
         hr_f += m["hr@10"] * len(us)
         ndcg_f += m["ndcg@10"] * len(us)
         full[exclude] = -np.inf
-        top_hist += np.bincount(np.argpartition(-full, 10, axis=1)[:, :10].ravel(), minlength=split.n_items)
+        top10 = np.argpartition(-full, 10, axis=1)[:, :10]
+        top_hist += np.bincount(top10.ravel(), minlength=split.n_items)
+        exposed += attack.exposure(top10)
     n = len(users)
     content = RecordDict({
         "metrics": MetricRecord({
             "num-examples": n, "hr@10-sum": sampled["hr@10"] * n, "ndcg@10-sum": sampled["ndcg@10"] * n,
             "full-hr@10-sum": hr_f, "full-ndcg@10-sum": ndcg_f,
+            **({"er@10-sum": float(exposed)} if attack.targets is not None else {}),
         }),
         "coverage": ArrayRecord({"top10-hist": Array(top_hist)}),
         "config": ConfigRecord({"users": n}),
@@ -173,7 +189,8 @@ def export(msg: Message, context: Context) -> Message:
     if os.environ.get("FEDREC_DEVICE"):
         raise PermissionError("private embeddings never leave a device")
     cfg, _, shape, hosted = _setup(msg, context)
-    store = PrivateStore(context, hosted, shape, cfg.seed)
+    store = PrivateStore(context, hosted, shape, cfg.seed, as_of=int(msg.content["config"]["server-round"]),
+                         disk=node_state_dir(msg.content["config"], context.node_config))  # fmt: skip
     return Message(RecordDict({"private": ArrayRecord({"users": Array(hosted), "emb": Array(store.matrix)})}),
                    reply_to=msg)  # fmt: skip
 

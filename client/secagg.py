@@ -40,7 +40,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricR
 
 from client.node_data import local_split, node_users, run_config
 from client.pipeline import process_chunk, user_weights
-from client.state import PrivateStore
+from client.state import PrivateStore, node_state_dir
 from configs.schema import FedrecConfig
 from privacy.mechanism import noise_std
 from recommender.local_training import build_schedule, train_cohort, user_rng
@@ -181,7 +181,8 @@ def _train_rows(cfg: FedrecConfig, msg: Message, context: Context, users: np.nda
     shape = NeuMFShape(split.n_items, cfg.model.factors)
     hosted = node_users(context.node_config, cfg.data.population)
     torch.set_num_threads(1)
-    store = PrivateStore(context, hosted, shape, cfg.seed)
+    store = PrivateStore(context, hosted, shape, cfg.seed, as_of=rnd - 1,
+                         disk=node_state_dir(msg.content["config"], context.node_config))  # fmt: skip
     store.rows(users)
     counts = np.diff(split.train_indptr)[users]
     order = np.argsort(counts, kind="stable")
@@ -209,7 +210,7 @@ def _train_rows(cfg: FedrecConfig, msg: Message, context: Context, users: np.nda
             total += qv.sum(0, dtype=np.uint32)
         norms.append(np.asarray(delta.norms()))
         losses.append(loss.numpy())
-    store.save()
+    store.save(rnd)
     loss_all = np.concatenate(losses) if losses else np.zeros(0)
     metrics = MetricRecord({
         "num-examples": int(counts.sum()), "users": len(users), "quant-clipped": int(clipped),

@@ -138,3 +138,17 @@ class PrivateStore:
         older = sorted(r for r in state_versions(self.disk) if r < rnd)
         for r in older[:-1]:
             (self.disk / f"private.r{r:06d}.npz").unlink(missing_ok=True)
+
+
+def node_state_dir(config: dict, node_config: dict) -> Path | None:
+    """Where this node keeps its private-state versions.
+
+    A device (``FEDREC_DEVICE`` set) uses only its own ``$FEDREC_NODE_STATE``: the server never
+    chooses a path on a device. A simulated node uses ``<node-state-dir>/<partition-id>`` when the
+    server sends ``node-state-dir`` (the run directory's ``node_state/``), so a resumed simulation
+    finds it; otherwise ``$FEDREC_NODE_STATE`` or nothing.
+    """
+    if os.environ.get("FEDREC_DEVICE") or not config.get("node-state-dir"):
+        return Path(os.environ["FEDREC_NODE_STATE"]) if os.environ.get("FEDREC_NODE_STATE") else None
+    key = node_config.get("partition-id", str(node_config.get("users", "node")).replace("-", "_"))
+    return Path(str(config["node-state-dir"])) / str(key)

@@ -44,6 +44,10 @@ class SimulationConfig:
         Seconds to wait for them.
     dropout : float
         Fraction of sampled users that vanish before replying (testing dropout handling).
+    min_replies : int
+        Node replies a round needs: before each round the loop waits (up to ``connect_timeout``)
+        for this many connected nodes, and a round with fewer replies is recorded as skipped
+        (model unchanged) instead of failing the run.
     """
 
     nodes: int = 2
@@ -56,6 +60,7 @@ class SimulationConfig:
     min_nodes: int = 0
     connect_timeout: float = 120.0
     dropout: float = 0.0
+    min_replies: int = 1
 
 
 @dataclass
@@ -114,6 +119,8 @@ class FedrecConfig:
             raise ValueError(f"simulation.rounds={sim.rounds} must be >= 1 and eval_every={sim.eval_every} >= 0")
         if not 0 <= sim.users_per_round <= self.data.population:
             raise ValueError(f"simulation.users_per_round={sim.users_per_round} must be in [0, {self.data.population}]")
+        if sim.min_replies < 1:
+            raise ValueError(f"simulation.min_replies={sim.min_replies} must be >= 1")
         if not 0 <= sim.dropout < 1:
             raise ValueError(f"simulation.dropout={sim.dropout} must be in [0, 1)")
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 from pathlib import Path
 from typing import Any
 
-COLUMNS = ("run", "overrides", "rounds", "hr@10", "ndcg@10", "full-hr@10", "full-ndcg@10", "coverage@10",
+COLUMNS = ("run", "overrides", "rounds", "hr@10", "ndcg@10", "full-hr@10", "full-ndcg@10", "coverage@10", "er@10",
            "epsilon", "delta", "wall_seconds", "users_per_round", "dropouts", "rejected")  # fmt: skip
 
 
@@ -21,7 +22,7 @@ def collect(root: str | Path) -> list[dict[str, Any]]:
         rows.append({
             "run": str(path.parent.relative_to(root)) if path.parent != Path(root) else path.parent.name,
             "overrides": " ".join(s.get("overrides", [])), "rounds": s.get("rounds"),
-            **{k: final.get(k) for k in ("hr@10", "ndcg@10", "full-hr@10", "full-ndcg@10", "coverage@10")},
+            **{k: final.get(k) for k in ("hr@10", "ndcg@10", "full-hr@10", "full-ndcg@10", "coverage@10", "er@10")},
             "epsilon": s.get("epsilon"), "delta": s.get("delta"), "wall_seconds": s.get("wall_seconds"),
             "users_per_round": s.get("users_per_round"), "dropouts": s.get("dropouts"),
             "rejected": sum((s.get("rejected_messages") or {}).values()),
@@ -64,9 +65,14 @@ def plot(rows: list[dict[str, Any]], out: Path, x: str = "round", y: str = "hr@1
         ax.legend(fontsize=7)
     if with_eps:
         ax2 = axes[0][1]
-        ax2.scatter([r["epsilon"] for r in with_eps], [r["hr@10"] for r in with_eps])
-        for r in with_eps:
-            ax2.annotate((r["overrides"] or r["run"])[:25], (r["epsilon"], r["hr@10"]), fontsize=6)
+        # epsilon = inf (DP mode with noise_multiplier=0) is drawn at the right edge and labelled so.
+        finite = [r["epsilon"] for r in with_eps if math.isfinite(r["epsilon"])]
+        inf_x = 3 * max(finite) if finite else 1.0
+        xs = [r["epsilon"] if math.isfinite(r["epsilon"]) else inf_x for r in with_eps]
+        ax2.scatter(xs, [r["hr@10"] for r in with_eps])
+        for x, r in zip(xs, with_eps, strict=True):
+            label = (r["overrides"] or r["run"])[:25] + ("" if math.isfinite(r["epsilon"]) else " (eps=inf)")
+            ax2.annotate(label, (x, r["hr@10"]), fontsize=6)
         ax2.set_xscale("log")
         ax2.set_xlabel("epsilon")
         ax2.set_ylabel("HR@10")
@@ -90,10 +96,15 @@ def run(args: argparse.Namespace) -> None:
         w.writeheader()
         w.writerows(rows)
     plot(rows, out / "results.png")
+    from experiments.robustness import write_robustness
+
+    robust_md = write_robustness(rows, root, out)  # strategy x attack x f pivot, when attacks ran
     if args.json:
         Path(args.json).write_text(json.dumps([{k: v for k, v in r.items() if k != "_per_round"} for r in rows],
                                               indent=2, default=float))  # fmt: skip
     print(md)
+    if robust_md:
+        print(robust_md)
     print(f"wrote {out / 'results.md'}, results.csv, results.png")
 
 

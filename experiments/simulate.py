@@ -3,6 +3,7 @@ engine, with a progress bar showing each round's metrics."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -43,6 +44,10 @@ def run_simulation(cfg: FedrecConfig, overrides: list[str] | None = None, show_p
     from client.app import app as client_app
     from server.app import make_server_app
 
+    if cfg.resume:
+        from server.resume import resume_config
+
+        cfg = resume_config(cfg, overrides)
     workers = cfg.simulation.workers or os.cpu_count() or 1
     bar = _ProgressBar(cfg.simulation.rounds, enabled=show_progress)
     server_app = make_server_app(cfg, overrides, progress=bar.update, export_private=export_private)
@@ -50,7 +55,7 @@ def run_simulation(cfg: FedrecConfig, overrides: list[str] | None = None, show_p
                "init_args": {"num_cpus": workers, "num_gpus": 0, "include_dashboard": False,
                              "logging_level": logging.ERROR, "log_to_driver": True}}  # fmt: skip
     t0 = time.perf_counter()
-    with bar, warnings.catch_warnings():
+    with bar, warnings.catch_warnings(), _stop_on_signals(server_app):
         warnings.simplefilter("ignore")
         flwr_run_simulation(server_app, client_app, num_supernodes=cfg.simulation.nodes,
                             backend_config=backend, verbose_logging=False)  # fmt: skip
@@ -61,6 +66,33 @@ def run_simulation(cfg: FedrecConfig, overrides: list[str] | None = None, show_p
     summary["process_seconds"] = time.perf_counter() - t0
     loop.run_dir.write_summary(summary)
     return summary
+
+
+@contextlib.contextmanager
+def _stop_on_signals(server_app):
+    """SIGINT/SIGTERM: finish the round in flight, checkpoint, stop (a second signal aborts at once;
+    every completed round is already checkpointed atomically, so aborting loses only that round)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        loop = getattr(server_app, "loop", None)
+        if loop is None or loop.stop_event.is_set():
+            raise KeyboardInterrupt
+        log.warning("%s: finishing round %d, then saving and stopping (again to abort now)",
+                    signal.Signals(signum).name, loop.round + 1)  # fmt: skip
+        loop.request_stop()
+
+    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
 
 
 class _ProgressBar:
@@ -113,6 +145,8 @@ def hydra_main(dcfg: DictConfig) -> float:
           f"NDCG@10 {final.get('ndcg@10')}, full NDCG@10 {final.get('full-ndcg@10')}"
           + (f", epsilon {summary['epsilon']:.3f} at delta {summary['delta']:.2e}" if summary.get("epsilon") else "")
           + f" -> {os.path.join(cfg.runs_dir, cfg.name)}")  # fmt: skip
+    if summary.get("stop_reason"):  # e.g. the privacy budget: one line naming round, epsilon and setting
+        print(summary["stop_reason"])
     return float(final.get("hr@10") or 0.0)
 
 

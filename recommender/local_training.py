@@ -43,6 +43,10 @@ class LocalTrainConfig:
         Local optimizer; its state is fresh every round.
     chunk_users : int
         Users trained together in one batched computation (bounds memory).
+    path : {"cohort", "sequential"}
+        ``cohort`` trains a chunk of users in one batched computation; ``sequential`` trains
+        them one at a time with an ``nn.Module`` (the device path, and the baseline the cohort
+        path is measured against).
     """
 
     epochs: int = 1
@@ -52,12 +56,15 @@ class LocalTrainConfig:
     optimizer: str = "sgd"
     chunk_users: int = 256
     private_lr: float | None = 2.0
+    path: str = "cohort"
 
     @property
     def user_lr(self) -> float:
         return self.lr if self.private_lr is None else self.private_lr
 
     def validate(self) -> None:
+        if self.path not in ("cohort", "sequential"):
+            raise ValueError(f"client.path={self.path!r}: choose cohort or sequential")
         if self.optimizer not in ("sgd", "adam"):
             raise ValueError(f"client.optimizer={self.optimizer!r}: choose sgd or adam")
         for name in ("epochs", "batch_size", "chunk_users"):
@@ -338,9 +345,35 @@ def train_cohort(
     return CohortDelta(rows, row_user, item_delta, mlp_delta), priv.detach(), loss_sum / loss_cnt.clamp(min=1)
 
 
-def dense_delta_sequential(new_shared: torch.Tensor, shared_vec: torch.Tensor) -> torch.Tensor:
-    """Delta of the sequential path in the flat layout (for parity checks and devices)."""
-    return new_shared - shared_vec
+def train_sequentially(
+    shared_vec: torch.Tensor,
+    private: torch.Tensor,
+    schedules: list[UserSchedule],
+    shape: NeuMFShape,
+    cfg: LocalTrainConfig,
+    freeze_shared: bool = False,
+) -> tuple[CohortDelta, torch.Tensor, torch.Tensor]:
+    """Same contract as :func:`train_cohort`, one user at a time with :func:`train_user_sequential`.
+
+    The delta of each user is kept for the rows it touched (``schedule.rows``), so both paths feed
+    the same update pipeline.
+    """
+    n_items, f = shape.n_items, shape.factors
+    rows, owners, item_deltas, mlp_deltas, privs, losses = [], [], [], [], [], []
+    for u, s in enumerate(schedules):
+        new_shared, new_priv, loss = train_user_sequential(shared_vec, private[u], s, shape, cfg, freeze_shared)
+        d = new_shared - shared_vec
+        r = torch.as_tensor(s.rows).long()
+        gmf = d[: n_items * f].view(n_items, f)[r]
+        mlp_rows = d[n_items * f : n_items * 3 * f].view(n_items, 2 * f)[r]
+        rows.append(r)
+        owners.append(torch.full((len(r),), u, dtype=torch.long))
+        item_deltas.append(torch.cat([gmf, mlp_rows], 1))
+        mlp_deltas.append(d[n_items * 3 * f :])
+        privs.append(new_priv)
+        losses.append(loss)
+    delta = CohortDelta(torch.cat(rows), torch.cat(owners), torch.cat(item_deltas), torch.stack(mlp_deltas))
+    return delta, torch.stack(privs), torch.tensor(losses)
 
 
 def mlp_offset(shape: NeuMFShape) -> int:
@@ -350,5 +383,5 @@ def mlp_offset(shape: NeuMFShape) -> int:
 
 __all__ = [
     "CohortDelta", "LocalTrainConfig", "UserSchedule", "build_schedule", "flatten_shared",
-    "train_cohort", "train_user_sequential", "user_rng", "mlp_offset",
+    "train_cohort", "train_sequentially", "train_user_sequential", "user_rng", "mlp_offset",
 ]  # fmt: skip

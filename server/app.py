@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import shlex
+import sys
 from pathlib import Path
 
 from flwr.app import Context
@@ -30,6 +31,9 @@ def build_loop(cfg: FedrecConfig, overrides: list[str] | None = None,
                progress: ProgressFn | None = None) -> RoundLoop:  # fmt: skip
     """Prepare the run directory (fresh or resumed) and the loop."""
     if cfg.resume:
+        from server.resume import resume_config
+
+        cfg = resume_config(cfg, overrides)  # the saved config wins; only schedule keys may change
         run_dir = RunDir(cfg.resume)
         state = run_dir.load_checkpoint()
         loop = RoundLoop(cfg, run_dir, n_items_of(cfg), overrides, progress)
@@ -52,6 +56,10 @@ def make_server_app(cfg: FedrecConfig, overrides: list[str] | None = None,
     def main(grid: Grid, context: Context) -> None:
         loop = build_loop(cfg, overrides, progress)
         loop.export_private_embeddings = export_private
+        # Simulated nodes lose Context.state with the process: they version their private state
+        # under the run so that a resumed simulation continues bit for bit (client/state.py).
+        loop.node_state_dir = loop.run_dir.path / "node_state"
+        app.loop = loop
         loop.result = loop.run(grid)
         app.loop = loop
 
@@ -64,9 +72,14 @@ app = ServerApp()
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     """Entry point for ``flwr run .``: overrides come from ``fedrec-overrides`` in the run config."""
+    # flwr-serverapp leaves the root logger bare: without this the loop's per-round node health
+    # lines never reach `flwr run --stream` (and `fedrec deploy`'s output).
+    # stdout, not stderr: Flower mirrors only stdout into the run's log stream.
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stdout)
     overrides = shlex.split(str(context.run_config.get("fedrec-overrides", "")))
     rounds = int(context.run_config.get("num-server-rounds", 3))
-    cfg = compose_config([f"simulation.rounds={rounds}", *overrides])
+    # The federation's size is set at the SuperLink, not here: start once at least one node is up.
+    cfg = compose_config([f"simulation.rounds={rounds}", "simulation.min_nodes=1", *overrides])
     loop = build_loop(cfg, overrides)
     loop.export_private_embeddings = False
     loop.run(grid)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -23,18 +24,22 @@ from configs.schema import FedrecConfig, to_yaml
 from privacy.accountant import PrivacyAccountant
 from privacy.budget import check_budget
 from privacy.errors import PrivacyBudgetExceeded
+from privacy.example import example_epsilons
 from privacy.ledger import ParticipationLedger
 from privacy.mechanism import central_noise_std, effective_noise_multiplier
 from privacy.sampling import fixed_size_sample, poisson_sample
 from recommender.model_store import save_version
 from recommender.ncf import NeuMFShape, flatten_shared, init_shared
 from server.rundir import RunDir
-from strategies.trust import create_scorer
-from strategies.trust_fedavg import TrustWeightedFedAvg
+from strategies.factory import create_strategy
 
 log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[int, int, dict[str, Any]], None]
+
+
+class ModelDiverged(RuntimeError):
+    """The aggregated global model has NaN/inf entries; the run stops with the last finite model."""
 
 
 class RoundLoop:
@@ -61,15 +66,8 @@ class RoundLoop:
         p = cfg.privacy
         self.dp = p.mode != "off"
         self.delta = p.resolved_delta(self.population) if self.dp else None
-        scorer = create_scorer(cfg.strategy.trust.scorer, value=cfg.strategy.trust.value) \
-            if cfg.strategy.trust.scorer == "constant" else create_scorer(cfg.strategy.trust.scorer)
         expected_weight = p.sample_rate * self.population if self.dp else None
-        self.strategy = TrustWeightedFedAvg(
-            scorer, threshold=cfg.strategy.trust.threshold if cfg.strategy.name == "trust" else 0.0,
-            server_lr=cfg.strategy.server_lr, server_optimizer=cfg.strategy.server_optimizer,
-            fixed_denominator=expected_weight, item_block=self.shape.n_items * 3 * self.shape.factors,
-            item_aggregation=cfg.strategy.item_aggregation, item_lr=cfg.strategy.item_lr,
-        )  # fmt: skip
+        self.strategy = create_strategy(cfg, self.shape, fixed_denominator=expected_weight)
         self.accountant = PrivacyAccountant(p.accountant) if self.dp else None
         if p.mode == "central":  # N(0, (zC)^2) once on the weighted sum; drawn from the checkpointed rng
             std = central_noise_std(p.noise_multiplier, p.clip_norm)
@@ -85,6 +83,9 @@ class RoundLoop:
         self.dropouts_total = 0
         self.rejected: dict[str, int] = {}
         self.writer = None
+        self.stop_event = threading.Event()
+        self.grid: Grid | None = None
+        self.connected: list[int] = []
 
     # ---- state -------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -109,7 +110,42 @@ class RoundLoop:
 
     # ---- nodes -------------------------------------------------------------------------------
     def _config_record(self, server_round: int) -> ConfigRecord:
-        return ConfigRecord({"fedrec-config": to_yaml(self.cfg), "server-round": server_round})
+        rec = ConfigRecord({"fedrec-config": to_yaml(self.cfg), "server-round": server_round})
+        if getattr(self, "node_state_dir", None):  # simulation only: where nodes version their private state
+            rec["node-state-dir"] = str(self.node_state_dir)
+        return rec
+
+    def _node_order(self, reply: Message) -> int:
+        """A node's place in summation order: its smallest user (node ids are random per run)."""
+        if getattr(self, "_first_user", None) is None:
+            self._first_user = {}
+            for i, nid in enumerate(self.node_ids):
+                hosted = np.flatnonzero(self.user_node == i)
+                self._first_user[nid] = int(hosted[0]) if len(hosted) else self.population
+        return self._first_user.get(int(reply.metadata.src_node_id), self.population + 1)
+
+    def wait_for_nodes(self, rnd: int) -> str | None:
+        """Before a round: report which known nodes are connected and wait (up to
+        ``simulation.connect_timeout``) for ``simulation.min_replies`` of them; returns why the
+        round must be skipped, or None."""
+        sim = self.cfg.simulation
+        need = min(max(sim.min_replies, 1), len(self.node_ids))
+        known = set(self.node_ids)
+        t0 = time.perf_counter()
+        while True:
+            connected = sorted(known & set(self.grid.get_node_ids()))
+            if len(connected) >= need:
+                if len(connected) < len(known):
+                    log.warning("round %d: %d of %d nodes connected (missing %s)", rnd, len(connected), len(known),
+                                sorted(known - set(connected)))  # fmt: skip
+                else:
+                    log.info("round %d: all %d nodes connected", rnd, len(known))
+                self.connected = connected
+                return None
+            if time.perf_counter() - t0 > sim.connect_timeout or self.stop_event.is_set():
+                return (f"only {len(connected)} of {len(known)} nodes connected, {need} needed "
+                        f"(simulation.min_replies) within simulation.connect_timeout={sim.connect_timeout}s")  # fmt: skip
+            time.sleep(0.5)
 
     def discover(self, grid: Grid) -> None:
         """Wait (bounded) for the nodes, then ask each which users it hosts."""
@@ -126,6 +162,13 @@ class RoundLoop:
                                    f"simulation.connect_timeout={sim.connect_timeout}s; start more SuperNodes "
                                    "or lower simulation.min_nodes")  # fmt: skip
             time.sleep(0.2)
+        # Nodes register one by one: once the minimum is there, wait until the count settles.
+        settled = time.perf_counter()
+        while time.perf_counter() - settled < 2.0:
+            time.sleep(0.25)
+            now = sorted(grid.get_node_ids())
+            if len(now) != len(nodes):
+                nodes, settled = now, time.perf_counter()
         log.info("%d nodes connected: %s", len(nodes), nodes)
         msgs = [Message(RecordDict({"config": self._config_record(0)}), dst_node_id=n,
                         message_type=f"{MessageType.QUERY}.describe") for n in nodes]  # fmt: skip
@@ -184,6 +227,15 @@ class RoundLoop:
             msgs = self.strategy.configure_train(rnd, ArrayRecord({"shared": Array(self.theta)}),
                                                  self._config_record(rnd), grid)  # fmt: skip
             replies = list(grid.send_and_receive(msgs, timeout=self.cfg.simulation.round_timeout))
+            # Sum in node order, not arrival order: float addition is not associative, and a resumed
+            # run must reproduce the uninterrupted one bit for bit.
+            replies.sort(key=self._node_order)
+            ok = sum(not r.has_error() for r in replies)
+            if ok < min(self.cfg.simulation.min_replies, len(plan)):
+                # Too few replies: recorded and skipped (model, optimizer and trust state untouched).
+                log.warning("round %d: %d of %d nodes replied, %d needed (simulation.min_replies); skipping",
+                            rnd, ok, len(plan), self.cfg.simulation.min_replies)  # fmt: skip
+                replies = [r for r in replies if r.has_error()]
             included, dropped = [], 0
             for r in replies:
                 if not r.has_error():
@@ -192,15 +244,20 @@ class RoundLoop:
             missing_nodes = len(plan) - sum(not r.has_error() for r in replies)
             survivors = np.concatenate(included) if included else np.zeros(0, np.int64)
             dropped += len(users) - len(survivors) - dropped if missing_nodes else 0
-            arrays, metrics = self.strategy.aggregate_train(rnd, replies)
+            arrays, metrics = self.strategy.aggregate_train(rnd, replies) if any(
+                not r.has_error() for r in replies) else (None, {})  # fmt: skip
         record: dict[str, Any] = {"round": rnd, "users_planned": int(len(users)), "users": int(len(survivors)),
                                   "dropouts": int(len(users) - len(survivors))}  # fmt: skip
         if secure is not None:
             record["secagg"] = secure.record
         self.dropouts_total += record["dropouts"]
-        if arrays is not None:
+        # A non-finite model (e.g. DP noise times a large strategy.item_lr) is never adopted or evaluated.
+        diverged = arrays is not None and not np.isfinite(arrays["shared"].numpy()).all()
+        if arrays is not None and not diverged:
             self.theta = arrays["shared"].numpy()
             record.update({k: float(v) for k, v in metrics.items()})
+        elif diverged:
+            record["skipped"] = True
         else:
             record["skipped"] = True
         if self.dp:
@@ -215,6 +272,16 @@ class RoundLoop:
             record["accounting_seconds"] = time.perf_counter() - t_acc
         elif len(survivors):
             self.ledger.record(survivors)
+        if p.unit == "example":  # per-user DP-SGD accountants: only this round's survivors changed
+            prev = next((h["example_epsilon"] for h in reversed(self.history) if "example_epsilon" in h), 0.0)
+            eps_u = example_epsilons(self.train_counts[survivors], self.ledger.counts[survivors],
+                                     p.example_noise_multiplier, p.resolved_delta(self.population),
+                                     self.cfg.client.batch_size, self.cfg.client.epochs)  # fmt: skip
+            record["example_epsilon"] = max(prev, float(eps_u.max(initial=0.0)))
+        if diverged:  # after the accounting: the server did see this round's noised sum
+            raise ModelDiverged(f"round {rnd}: the aggregated model is not finite, training stopped with the model "
+                                f"of round {self.round}; lower strategy.item_lr / strategy.server_lr "
+                                "(they scale the DP noise too) or privacy.noise_multiplier")  # fmt: skip
         self.round = rnd
         every = self.cfg.simulation.eval_every
         if every and (rnd % every == 0 or rnd == self.cfg.simulation.rounds):
@@ -231,13 +298,15 @@ class RoundLoop:
         content = RecordDict({"arrays": ArrayRecord({"shared": Array(self.theta)}),
                               "config": self._config_record(rnd)})  # fmt: skip
         msgs = [Message(content, dst_node_id=n, message_type=MessageType.EVALUATE) for n in nodes]
-        replies = [r for r in grid.send_and_receive(msgs, timeout=self.cfg.simulation.round_timeout)
-                   if not r.has_error()]  # fmt: skip
+        replies = sorted((r for r in grid.send_and_receive(msgs, timeout=self.cfg.simulation.round_timeout)
+                          if not r.has_error()), key=self._node_order)  # fmt: skip
         if not replies:
             return {}
         n = sum(int(r.content["metrics"]["num-examples"]) for r in replies)
         out = {k: sum(float(r.content["metrics"][f"{k}-sum"]) for r in replies) / max(n, 1)
                for k in ("hr@10", "ndcg@10", "full-hr@10", "full-ndcg@10")}  # fmt: skip
+        if all("er@10-sum" in r.content["metrics"] for r in replies):  # attack target items' exposure
+            out["er@10"] = sum(float(r.content["metrics"]["er@10-sum"]) for r in replies) / max(n, 1)
         hist = sum(r.content["coverage"]["top10-hist"].numpy() for r in replies)
         out["coverage@10"] = float((hist > 0).mean())
         out["eval_users"] = n
@@ -255,7 +324,8 @@ class RoundLoop:
         rnd = record["round"]
         w = self._tb()
         for key in ("train-loss", "hr@10", "ndcg@10", "full-hr@10", "full-ndcg@10", "coverage@10", "epsilon",
-                    "seconds", "users", "dropouts", "update-norm"):  # fmt: skip
+                    "example_epsilon",
+                    "seconds", "users", "dropouts", "update-norm", "er@10", "trust-excluded"):  # fmt: skip
             if key in record and isinstance(record[key], float | int) and math.isfinite(record[key]):
                 w.add_scalar(key.replace("@", "_at_"), record[key], rnd)
         w.flush()
@@ -277,9 +347,12 @@ class RoundLoop:
         summary = {
             "name": self.cfg.name, "finished": finished, "stop_reason": self.stop_reason,
             "overrides": self.overrides, "rounds": self.round, "rounds_planned": self.cfg.simulation.rounds,
-            "final": {k: final.get(k) for k in ("hr@10", "ndcg@10", "full-hr@10", "full-ndcg@10", "coverage@10")},
+            "final": {k: final.get(k) for k in ("hr@10", "ndcg@10", "full-hr@10", "full-ndcg@10", "coverage@10",
+                                                "er@10") if k in final or k != "er@10"},
             "per_round": self.history, "epsilon": eps if self.dp else None, "delta": self.delta,
             "privacy_mode": self.cfg.privacy.mode, "wall_seconds": self.wall_seconds,
+            "example_epsilon": next((h["example_epsilon"] for h in reversed(self.history) if "example_epsilon" in h),
+                                    None),
             "startup_seconds": self.startup_seconds,
             "users_per_round": float(np.mean([h["users"] for h in self.history])) if self.history else 0.0,
             "dropouts": self.dropouts_total, "rejected_messages": self.rejected,
@@ -297,13 +370,36 @@ class RoundLoop:
                 "raise privacy.target_epsilon (or privacy.noise_multiplier) to train further")  # fmt: skip
 
     # ---- the whole run -----------------------------------------------------------------------
+    def skip_round(self, reason: str) -> dict[str, Any]:
+        """Record round ``self.round + 1`` as skipped (no training) and checkpoint it."""
+        rnd = self.round + 1
+        log.warning("round %d skipped: %s", rnd, reason)
+        record = {"round": rnd, "users_planned": 0, "users": 0, "dropouts": 0, "skipped": True,
+                  "skip_reason": reason, "seconds": 0.0}  # fmt: skip
+        self.round = rnd
+        self.history.append(record)
+        self._save(record)
+        return record
+
+    def request_stop(self) -> None:
+        """Finish the round in flight, save, and stop (called from a signal handler)."""
+        self.stop_event.set()
+
     def run(self, grid: Grid) -> dict[str, Any]:
+        self.grid = grid
         self.discover(grid)
         while self.round < self.cfg.simulation.rounds:
+            if self.stop_event.is_set():
+                self.stop_reason = f"stopped by signal after round {self.round}; resume with resume={self.run_dir.path}"
+                log.warning(self.stop_reason)
+                if self.writer is not None:
+                    self.writer.close()
+                return self.write_summary(finished=False)
             try:
-                record = self.run_round(grid)
-            except PrivacyBudgetExceeded as exc:
-                self.stop_reason = self.budget_stop_message(exc)
+                reason = self.wait_for_nodes(self.round + 1)
+                record = self.skip_round(reason) if reason else self.run_round(grid)
+            except (PrivacyBudgetExceeded, ModelDiverged) as exc:
+                self.stop_reason = self.budget_stop_message(exc) if isinstance(exc, PrivacyBudgetExceeded) else str(exc)
                 log.warning(self.stop_reason)
                 self.run_dir.save_checkpoint(self.state_dict())  # the last completed round is already saved
                 break

@@ -12,6 +12,8 @@ import torch
 
 from recommender.model_store import atomic_write_bytes, atomic_write_json
 
+INFRA_DIRS = ("deploy", "nodes")
+
 
 class RunDirError(RuntimeError):
     """The run directory cannot be used as asked (exists, finished, or has nothing to resume)."""
@@ -44,13 +46,19 @@ class RunDir:
             return False
 
     def prepare_new(self, overwrite: bool) -> None:
-        """Create the directory for a fresh run; refuse to clobber an existing run."""
-        if self.path.exists() and any(self.path.iterdir()):
+        """Create the directory for a fresh run; refuse to clobber an existing run.
+
+        ``deploy/`` and ``nodes/`` (written by ``fedrec deploy`` before the ServerApp starts: the
+        live deployment's credentials, logs and the SuperNodes' own state) are not a run and are kept.
+        """
+        entries = [e for e in self.path.iterdir() if e.name not in INFRA_DIRS] if self.path.exists() else []
+        if entries:
             if not overwrite:
                 state = "a finished run" if self.is_finished() else "an unfinished run"
                 raise RunDirError(f"{self.path} already holds {state}; pass overwrite=true to replace it, "
                                   f"resume={self.path} to continue it, or choose another name=")  # fmt: skip
-            shutil.rmtree(self.path)
+            for e in entries:
+                shutil.rmtree(e) if e.is_dir() else e.unlink()
         self.path.mkdir(parents=True, exist_ok=True)
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:

@@ -264,6 +264,10 @@ def secure_round(loop, grid: Grid, rnd: int, plan: dict[int, tuple[np.ndarray, n
     """Hook for ``RoundLoop.run_round``: run a secure round on the strategy's plan for this round."""
     sec = getattr(loop, "_secagg", None)
     if sec is None:
+        if getattr(loop.strategy, "needs_individual_updates", False):
+            raise ValueError("secure_agg.enabled=true hides individual updates, but the strategy's trust scorer "
+                             f"({loop.cfg.strategy.trust.scorer!r}) scores them; use a reputation or constant "
+                             "scorer, or secure_agg=off")  # fmt: skip
         sec = loop._secagg = ServerSecAgg(loop.cfg, loop.run_dir.path, loop.shape.shared_dim)
         sec.counter.counts.update(loop.rejected)  # continue the counts of a resumed run
     res = sec.run_round(grid, rnd, plan, loop.theta, loop._config_record(rnd), loop.strategy)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-STRATEGIES = ("fedavg", "trust", "median", "trimmed", "krum", "bulyan")
+STRATEGIES = ("fedavg", "trust", "median", "trimmed", "krum", "multikrum", "bulyan")
 
 
 @dataclass
@@ -13,17 +13,55 @@ class TrustConfig:
 
     Parameters
     ----------
-    scorer : str
-        Trust scorer by name (``constant`` here; the trust issue adds update-based scorers).
+    scorer : {"constant", "update", "reputation"}
+        ``constant``: everyone ``value``. ``update``: same-round score of each individual update
+        (cosine to a robust reference and norm outlier score; needs secure aggregation off).
+        ``reputation``: EMA of past scores, fixed before the round (works under secure aggregation).
     threshold : float
         Users whose trust falls below it get weight 0 for the round.
     value : float
         Trust of the constant scorer.
+    reference : {"median", "root"}
+        ``update`` scorer's reference: the round's coordinate-wise median, or FLTrust-style the
+        server's update on a small root dataset of ``root_users`` users it holds.
+    root_users : int
+        Size of the server's root dataset (users drawn with the run seed).
+    cos_low, cos_high : float
+        Cosine ramp of the update score: 0 at ``cos_low``, 1 at ``cos_high``.
+    norm_factor : float
+        Norm score ``min(1, norm_factor * median_norm / norm)``.
+    decay : float
+        Reputation EMA factor.
+    prior : float
+        Reputation of a user never seen.
     """
 
     scorer: str = "constant"
     threshold: float = 0.6
     value: float = 1.0
+    reference: str = "median"
+    root_users: int = 20
+    cos_low: float = -0.4
+    cos_high: float = 0.1
+    norm_factor: float = 3.0
+    decay: float = 0.5
+    prior: float = 1.0
+
+
+@dataclass
+class RobustConfig:
+    """Flower's robust rules (``strategy=median|trimmed|krum|multikrum|bulyan``).
+
+    Parameters
+    ----------
+    assumed_fraction : float
+        Fraction of each round's users Krum/MultiKrum/Bulyan are sized for (f = fraction x U).
+    beta : float
+        Trimmed mean: fraction cut from each end per coordinate.
+    """
+
+    assumed_fraction: float = 0.2
+    beta: float = 0.2
 
 
 @dataclass
@@ -53,6 +91,7 @@ class StrategyConfig:
         n_cap: a user's example weight is ``min(n_examples, n_cap) / n_cap`` in [0, 1], times
         its trust, so every weight stays in [0, 1] (DP sensitivity stays C).
     trust : TrustConfig
+    robust : RobustConfig
     """
 
     name: str = "trust"
@@ -62,6 +101,7 @@ class StrategyConfig:
     item_lr: float = 100.0
     example_cap: int = 100
     trust: TrustConfig = field(default_factory=TrustConfig)
+    robust: RobustConfig = field(default_factory=RobustConfig)
 
     def validate(self) -> None:
         if self.name not in STRATEGIES:
@@ -76,3 +116,7 @@ class StrategyConfig:
             raise ValueError(f"strategy.example_cap={self.example_cap} must be >= 1")
         if not 0 <= self.trust.threshold <= 1:
             raise ValueError(f"strategy.trust.threshold={self.trust.threshold} must be in [0, 1]")
+        if self.trust.scorer not in ("constant", "update", "reputation"):
+            raise ValueError(f"strategy.trust.scorer={self.trust.scorer!r}: choose constant, update or reputation")
+        if not 0 <= self.robust.beta < 0.5:
+            raise ValueError(f"strategy.robust.beta={self.robust.beta} must be in [0, 0.5)")

@@ -56,15 +56,19 @@ class ConstantTrust(TrustScorer):
 
 SCORERS: dict[str, type[TrustScorer]] = {"constant": ConstantTrust}
 
-# The scorers live one per file and import TrustScorer from here, so they register after it exists.
-from strategies.reputation import ReputationTrust  # noqa: E402
-from strategies.update_trust import UpdateTrust  # noqa: E402
 
-SCORERS.update({"update": UpdateTrust, "reputation": ReputationTrust})
+def _register_builtin() -> None:
+    # The scorers live one per file and subclass TrustScorer from here: import them on first use.
+    from strategies.reputation import ReputationTrust
+    from strategies.update_trust import UpdateTrust
+
+    SCORERS.setdefault("update", UpdateTrust)
+    SCORERS.setdefault("reputation", ReputationTrust)
 
 
 def create_scorer(name: str, **kwargs) -> TrustScorer:
     """Build a trust scorer by name (``strategy.trust.scorer`` in config)."""
+    _register_builtin()
     if name not in SCORERS:
         raise ValueError(f"unknown trust scorer {name!r}: choose one of {sorted(SCORERS)}")
     return SCORERS[name](**kwargs)

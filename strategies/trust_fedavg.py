@@ -6,7 +6,15 @@ import logging
 from collections.abc import Callable, Iterable
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Message,
+    MessageType,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
@@ -129,6 +137,9 @@ class TrustWeightedFedAvg(FedAvg):
                 per_user.append((rep["users"].numpy(), upd["rows"].numpy(), rep["weights"].numpy()))
             else:
                 agg.add(upd["sum"].numpy().astype(np.float64), float(m["weight-sum"]), int(m["users"]))
+                observe_norms = getattr(self.scorer, "observe_norms", None)
+                if observe_norms is not None and "norms" in msg.content["report"]:
+                    observe_norms(msg.content["report"]["users"].numpy(), msg.content["report"]["norms"].numpy())
             n_ex += int(m["num-examples"])
             users += int(m["users"])
             loss += float(m["train-loss"]) * int(m["users"])
@@ -139,6 +150,14 @@ class TrustWeightedFedAvg(FedAvg):
                 agg.add(total, weight, len(ids))
             self.scorer.observe(ids, deltas)
             del deltas
+        return self.aggregate_sum(server_round, self._theta, agg, loss / max(users, 1), n_ex)
+
+    def aggregate_sum(self, server_round: int, theta: np.ndarray, agg: StreamingWeightedSum, train_loss: float,
+                      num_examples: int) -> tuple[ArrayRecord | None, MetricRecord | None]:  # fmt: skip
+        """Server step from ``sum_u w_u delta_u`` and ``sum_u w_u`` however they were obtained
+        (streamed node replies, or the unmasked sum of secure aggregation)."""
+        if self.sum_noise is not None and agg.count:
+            agg.total += self.sum_noise(agg.dim)
         mean = agg.mean(self.fixed_denominator)
         if mean is None:
             log.warning("round %d: no usable update arrived; the model is unchanged", server_round)
@@ -147,7 +166,8 @@ class TrustWeightedFedAvg(FedAvg):
             mean[: self.item_block] *= (self.fixed_denominator or agg.weight) * self.item_lr / self.server_lr
         new = server_step(theta, mean, self.opt_state, self.server_optimizer, self.server_lr)
         metrics = MetricRecord({"train-loss": train_loss, "users": agg.count, "num-examples": num_examples,
-                                "weight-sum": agg.weight, "update-norm": float(np.linalg.norm(mean))})  # fmt: skip
+                                "weight-sum": agg.weight, "update-norm": float(np.linalg.norm(mean)),
+                                "trust-excluded": self.last_excluded + self.last_excluded_updates})  # fmt: skip
         return ArrayRecord({"shared": Array(new)}), metrics
 
     def combine_rows(self, server_round: int, users: np.ndarray, deltas: np.ndarray, weights: np.ndarray

@@ -64,3 +64,18 @@ def test_bad_config_names_the_key():
     with pytest.raises(ValueError, match="client.optimizer"):
         LocalTrainConfig(optimizer="rmsprop").validate()
     assert np.isfinite(LocalTrainConfig().user_lr)
+
+
+def test_sequential_path_has_the_cohort_contract(small_split):
+    from recommender.local_training import train_sequentially
+
+    shape = NeuMFShape(small_split.n_items, 8)
+    shared = flatten_shared(init_shared(shape, 1))
+    priv = init_private(6, shape, 2)
+    cfg = LocalTrainConfig(epochs=1, batch_size=16)
+    sched = [build_schedule(small_split.train_of(u), small_split.seen_of(u), small_split.n_items, cfg,
+                            user_rng(0, 1, u)) for u in range(6)]
+    a, pa, la = train_cohort(shared, priv, sched, shape, cfg)
+    b, pb, lb = train_sequentially(shared, priv, sched, shape, cfg)
+    assert torch.allclose(a.dense(shape), b.dense(shape), atol=1e-5)
+    assert torch.allclose(pa, pb, atol=1e-5) and torch.allclose(la, lb, atol=1e-5)

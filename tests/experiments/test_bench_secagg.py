@@ -1,0 +1,26 @@
+"""`fedrec bench secagg --quick --json`: runs and writes every documented key."""
+
+import json
+
+from experiments.cli import main
+
+
+def test_bench_secagg_quick_writes_json(tmp_path, capsys):
+    out = tmp_path / "secagg.json"
+    main(["bench", "secagg", "--quick", "--json", str(out)])
+    res = json.loads(out.read_text())
+    assert {"d", "neighbours", "rates", "results", "round", "command"} <= set(res)
+    assert res["quick"] and res["round"] == {"skipped": "--quick"}
+    assert {(r["n"], r["dropout"]) for r in res["results"]} == {(8, 0.0), (8, 0.1), (16, 0.0), (16, 0.1)}
+    for r in res["results"]:
+        assert {"fedrec", "flower", "plain", "floor", "ratios"} <= set(r)
+        for system in ("fedrec", "flower"):
+            assert set(r[system]["stages"]) == {"advertise_keys", "share_keys", "masked_input", "unmask"}
+            for st in r[system]["stages"].values():
+                assert {"client_seconds", "server_seconds", "bytes_up", "bytes_down"} <= set(st)
+        # both protocols recover the mean of the survivors' updates
+        assert r["fedrec"]["max_abs_error"] <= r["fedrec"]["quantisation_bound"] * r["fedrec"]["survivors"]
+        assert r["flower"]["max_abs_error"] < 1e-3
+        assert r["fedrec"]["survivors"] == r["n"] - round(r["dropout"] * r["n"])
+        assert set(r["ratios"]) == {"fedrec_vs_floor", "fedrec_vs_plain", "flower_vs_fedrec", "fedrec_masking_vs_floor"}
+    assert "Flower / fedrec" in capsys.readouterr().out
