@@ -215,6 +215,7 @@ def bench_flower(n: int, d: int, k: int, t_threshold: int, dropout: float, seed:
     from flwr.common.secure_aggregation.secaggplus_utils import pseudo_rand_gen
     from flwr.supercore.primitives.asymmetric import bytes_to_private_key, bytes_to_public_key
 
+    logging.getLogger("flwr").setLevel(logging.WARNING)  # importing flwr sets it to DEBUG: one line per stage
     rng = np.random.default_rng(seed)
     update = _update(d, rng)
     c = _Clock()

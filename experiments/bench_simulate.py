@@ -88,19 +88,22 @@ def _measure(mode: str, population: int, per_round: int, rounds: int, nodes: int
                "--population", str(population), "--per-round", str(per_round), "--rounds", str(rounds),
                "--nodes", str(nodes), "--runs-dir", tmp, "--out", str(out), "--", *extra]  # fmt: skip
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-        peak = 0
+        peak = peak_pss = 0
         stop = threading.Event()
 
         def sample() -> None:
-            nonlocal peak
+            # RSS summed over the tree counts shared pages (torch's libraries) once per process;
+            # PSS splits them between the processes that share them. Both are reported.
+            nonlocal peak, peak_pss
             p = psutil.Process(proc.pid)
             while not stop.is_set():
                 try:
-                    tree = [p, *p.children(recursive=True)]
-                    peak = max(peak, sum(c.memory_info().rss for c in tree if c.is_running()))
+                    tree = [c for c in [p, *p.children(recursive=True)] if c.is_running()]
+                    peak = max(peak, sum(c.memory_info().rss for c in tree))
+                    peak_pss = max(peak_pss, sum(c.memory_full_info().pss for c in tree))
                 except psutil.Error:
                     pass
-                time.sleep(0.2)
+                time.sleep(0.3)
 
         th = threading.Thread(target=sample, daemon=True)
         th.start()
@@ -120,6 +123,7 @@ def _measure(mode: str, population: int, per_round: int, rounds: int, nodes: int
     # Stock Flower starts its client workers on the first round's messages, fedrec on the start-up
     # query: "start-up + round 1" is the comparable first-round cost.
     return {**res, "median_round_seconds": median(steady), "peak_rss_gib": peak / 2**30,
+            "peak_pss_gib": peak_pss / 2**30,
             "startup_plus_round1": res["startup_seconds"] + res["round_seconds"][0]}
 
 
@@ -174,6 +178,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     "startup_seconds": median(r["startup_seconds"] for r in runs),
                     "startup_plus_round1": median(r["startup_plus_round1"] for r in runs),
                     "peak_rss_gib": max(r["peak_rss_gib"] for r in runs),
+                    "peak_pss_gib": max(r["peak_pss_gib"] for r in runs),
                 }
             elif mode not in row:
                 row[mode] = {"error": "all runs failed"}
@@ -185,7 +190,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     table = Table(title="W1: seconds per round (median of rounds 2+), start-up, peak RSS of the process tree")
     for col in ("population", "users/round", "fedrec s/round", "stock s/round", "speedup",
-                "fedrec start-up+r1 s", "stock start-up+r1 s", "fedrec peak GiB", "stock peak GiB"):  # fmt: skip
+                "fedrec start-up+r1 s", "stock start-up+r1 s", "fedrec peak RSS/PSS GiB",
+                "stock peak RSS/PSS GiB"):  # fmt: skip
         table.add_column(col, justify="right")
 
     def g(d: dict, k: str, fmt: str = "{:.2f}") -> str:
@@ -195,8 +201,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         f, s = r.get("fedrec", {}), r.get("stock", {})
         table.add_row(str(r["population"]), str(r["per_round"]), g(f, "median_round_seconds"),
                       g(s, "median_round_seconds"), f"{r['speedup']:.1f}x" if "speedup" in r else "-",
-                      g(f, "startup_plus_round1"), g(s, "startup_plus_round1"), g(f, "peak_rss_gib"),
-                      g(s, "peak_rss_gib"))  # fmt: skip
+                      g(f, "startup_plus_round1"), g(s, "startup_plus_round1"),
+                      f"{g(f, 'peak_rss_gib')}/{g(f, 'peak_pss_gib')}", f"{g(s, 'peak_rss_gib')}/{g(s, 'peak_pss_gib')}")  # fmt: skip
     Console().print(table)
     result = {"workload": "W1", "rounds": args.rounds, "nodes": args.nodes, "extra_overrides": args.extra,
               "cpus": os.cpu_count(), "rows": rows}  # fmt: skip

@@ -269,7 +269,7 @@ class LocalDeployment:
                 for line in chunk.decode(errors="replace").splitlines():
                     if self.run_id is None and (m := re.search(r"started run (\d+)", line)):
                         self.run_id = m.group(1)
-                    if re.search(r"server\.|strategies\.|privacy\.|Traceback|Error", line):
+                    if re.search(r"WARNING|ERROR|Traceback|nodes connected|server\.", line):
                         self.echo("  | " + line.strip())
             summary = _read_json(summary_path)
             if summary and summary.get("per_round"):
@@ -315,7 +315,11 @@ class LocalDeployment:
         finally:
             left = self.stop()
         self.times["process_seconds"] = time.perf_counter() - t0
-        summary["process_seconds"] = self.times["process_seconds"]
+        return self.record(summary, left)
+
+    def record(self, summary: dict[str, Any], left: list[int]) -> dict[str, Any]:
+        """Add the deployment's facts and timings to summary.json (atomically)."""
+        summary["process_seconds"] = self.times.get("process_seconds")
         summary["deployment"] = {
             "engine": "flower-deployment", "transport": "grpc-rere", "tls": True, "supernode_auth": True,
             "fleet_address": self.fleet, "supernodes": self.nodes, "node_ids": self.node_ids,

@@ -76,6 +76,7 @@ def main(grid: Grid, context: Context) -> None:
     # lines never reach `flwr run --stream` (and `fedrec deploy`'s output).
     # stdout, not stderr: Flower mirrors only stdout into the run's log stream.
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stdout)
+    logging.getLogger("server").setLevel(logging.INFO)  # root may already carry Flower's handler
     overrides = shlex.split(str(context.run_config.get("fedrec-overrides", "")))
     rounds = int(context.run_config.get("num-server-rounds", 3))
     # The federation's size is set at the SuperLink, not here: start once at least one node is up.

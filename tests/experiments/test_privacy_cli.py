@@ -33,7 +33,7 @@ def test_report_writes_md_json_png(tmp_path, capsys):
     n = 60
     summary, loop = run_inprocess(["data=synthetic", f"data.users={n}", "data.items=200", "data.mean_interactions=15",
                                    "simulation.eval_every=1000", "simulation.rounds=3", "privacy=distributed",
-                                   "privacy.sample_rate=0.3", "privacy.min_survivors=1",
+                                   "privacy.sample_rate=0.3", "privacy.min_survivors=1", "strategy.item_aggregation=mean",
                                    f"runs_dir={tmp_path}", "name=r"])  # fmt: skip
     out = tmp_path / "rep.json"
     main(["privacy", "report", str(tmp_path / "r"), "--json", str(out), "--prv-points", "3"])

@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from recommender.local_training import LocalTrainConfig, build_schedule, train_cohort, train_user_sequential, user_rng
+from recommender.local_training import (
+    LocalTrainConfig,
+    build_schedule,
+    train_cohort,
+    train_user_sequential,
+    user_rng,
+)
 from recommender.ncf import NeuMFShape, flatten_shared, init_private, init_shared
 
 

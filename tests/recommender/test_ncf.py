@@ -1,7 +1,14 @@
 import numpy as np
 import torch
 
-from recommender.ncf import NeuMF, NeuMFShape, flatten_shared, init_shared, neumf_logits, unflatten_shared
+from recommender.ncf import (
+    NeuMF,
+    NeuMFShape,
+    flatten_shared,
+    init_shared,
+    neumf_logits,
+    unflatten_shared,
+)
 
 
 def test_shared_private_split_round_trips():

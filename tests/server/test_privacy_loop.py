@@ -18,7 +18,8 @@ from tests.server.inprocess import run_inprocess
 
 N = 60
 TINY = ["data=synthetic", f"data.users={N}", "data.items=200", "data.mean_interactions=15",
-        "client.chunk_users=64", "simulation.eval_every=1000"]  # fmt: skip
+        "client.chunk_users=64", "simulation.eval_every=1000",
+        "strategy.item_aggregation=mean"]  # fmt: skip  (sum x item_lr=100 x DP noise diverges, see below)
 
 
 def opacus_epsilon(history: list[tuple[float, float, int]], delta: float) -> float:
@@ -138,3 +139,15 @@ def test_resumed_run_ends_with_the_same_epsilon_and_ledger(tmp_path):
     for h in full["per_round"]:
         assert h["noise_multiplier_received"] == pytest.approx(z * math.sqrt(h["users"] / N))
     assert full["epsilon"] == pytest.approx(opacus_epsilon(received, default_delta(N)), rel=1e-9)
+
+
+@pytest.mark.integration
+def test_a_diverging_model_is_not_adopted_and_stops_the_run(tmp_path):
+    # item_aggregation=sum moves item rows by item_lr (100) times the noised sum: noise std 100 per coordinate.
+    overrides = [*TINY, "strategy.item_aggregation=sum", f"runs_dir={tmp_path}", "name=d", "privacy=central",
+                 "privacy.sample_rate=0.3", "simulation.rounds=8"]  # fmt: skip
+    summary, loop = run_inprocess(overrides)
+    assert "not finite" in summary["stop_reason"] and "strategy.item_lr" in summary["stop_reason"]
+    assert summary["rounds"] < 8 and np.isfinite(loop.theta).all()
+    # The round whose noised sum the server saw is still charged.
+    assert loop.accountant.num_steps == summary["rounds"] + 1
