@@ -376,16 +376,17 @@ def _local(args: argparse.Namespace) -> None:
 
 def _superlink(args: argparse.Namespace) -> None:
     out = Path(args.out).resolve()
-    creds = make_server_credentials(out, args.san or [args.address.rsplit(":", 1)[0]])
+    host = args.address.rsplit(":", 1)[0] if args.address.count(":") == 1 else args.address
+    creds = make_server_credentials(out, [host, *(args.san or [])])
     cmd = superlink_command(out, f"0.0.0.0:{args.fleet_port}", "0.0.0.0", args.control_port, out / "superlink.db")
     print(f"# credentials in {out}: give {creds.ca_cert} to every SuperNode and to the flwr CLI; keep *.key private")
     print(shlex.join(cmd))
     print(f"\n# flwr CLI connection ($FLWR_HOME/config.toml, default ~/.flwr/config.toml):\n"
-          f'[superlink.{CONNECTION}]\naddress = "{args.address.rsplit(":", 1)[0]}:{args.control_port}"\n'
+          f'[superlink.fedrec]\naddress = "{host}:{args.control_port}"\n'
           f'root-certificates = "{creds.ca_cert}"')  # fmt: skip
     print(f"\n# register each SuperNode's public key, then submit the app:\n"
-          f"flwr supernode register node0.pub {CONNECTION}\n"
-          f"fedrec deploy stage-app app && cd app && flwr run . {CONNECTION} --stream "
+          f"flwr supernode register node0.pub fedrec\n"
+          f"fedrec deploy stage-app app && cd app && flwr run . fedrec --stream "
           f"--run-config {shlex.quote(run_config_arg(3, ['runs_dir=/srv/fedrec/runs', 'name=prod']))}")  # fmt: skip
     if args.run:
         os.execvp(cmd[0], cmd)

@@ -52,12 +52,15 @@ def plot(rows: list[dict[str, Any]], out: Path, x: str = "round", y: str = "hr@1
     import matplotlib.pyplot as plt
 
     with_eps = [r for r in rows if r.get("epsilon") is not None and r.get("hr@10") is not None]
+    # Label runs by the overrides that differ between them (a sweep's shared overrides say nothing).
+    common = set.intersection(*(set(r["overrides"].split()) for r in rows)) if rows else set()
+    labels = {id(r): " ".join(t for t in r["overrides"].split() if t not in common) or r["run"] for r in rows}
     fig, axes = plt.subplots(1, 2 if with_eps else 1, figsize=(11 if with_eps else 6, 4), squeeze=False)
     ax = axes[0][0]
     for r in rows:
         pts = [(h["round"], h[y]) for h in r["_per_round"] if y in h]
         if pts:
-            ax.plot(*zip(*pts, strict=True), marker="o", ms=3, label=(r["overrides"] or r["run"])[:40])
+            ax.plot(*zip(*pts, strict=True), marker="o", ms=3, label=labels[id(r)][:40])
     ax.set_xlabel("round")
     ax.set_ylabel(y)
     ax.grid(alpha=0.3)
@@ -71,7 +74,7 @@ def plot(rows: list[dict[str, Any]], out: Path, x: str = "round", y: str = "hr@1
         xs = [r["epsilon"] if math.isfinite(r["epsilon"]) else inf_x for r in with_eps]
         ax2.scatter(xs, [r["hr@10"] for r in with_eps])
         for x, r in zip(xs, with_eps, strict=True):
-            label = (r["overrides"] or r["run"])[:25] + ("" if math.isfinite(r["epsilon"]) else " (eps=inf)")
+            label = labels[id(r)][:40] + ("" if math.isfinite(r["epsilon"]) else " (eps=inf)")
             ax2.annotate(label, (x, r["hr@10"]), fontsize=6)
         ax2.set_xscale("log")
         ax2.set_xlabel("epsilon")
