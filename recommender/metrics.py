@@ -13,6 +13,8 @@ def _tiebreak_rank(scores: np.ndarray, target_col: np.ndarray, rng: np.random.Ge
                    valid: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
     """0-based rank of ``scores[u, target_col[u]]`` in row u, ties broken by a random key."""
     u = np.arange(scores.shape[0])
+    # A NaN score (a diverged model) must rank last, never count as a hit: NaN comparisons are False.
+    scores = np.where(np.isnan(scores), -np.inf, scores)
     key = rng.random(scores.shape)
     s_t = scores[u, target_col][:, None]
     k_t = key[u, target_col][:, None]

@@ -34,3 +34,12 @@ def test_top_k_respects_exclusion_and_ties():
     ex[:, :3] = True
     t = top_k(s, 3, ex, seed=0)
     assert set(t[0].tolist()) == {3, 4, 5}
+
+
+def test_nan_scores_are_misses():
+    pos = np.array([np.nan, np.nan])
+    neg = np.full((2, 99), np.nan)
+    neg[1, 0] = 0.0
+    ranks = sampled_ranks(pos, neg)
+    assert rank_metrics(ranks, 10)["hr@10"] <= 0.5
+    assert ranks[1] >= 1  # the finite negative beats the NaN target
