@@ -65,7 +65,7 @@ class SimulationConfig:
 
 @dataclass
 class AttackConfig:
-    """Malicious users (filled in by the trust issue); ``none`` here."""
+    """Malicious users: attack name (configs/attack/), malicious fraction f, start round, parameters."""
 
     name: str = "none"
     fraction: float = 0.0

@@ -159,7 +159,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     rows = []
     for population, per_round in grid:
         row: dict[str, Any] = {"population": population, "per_round": per_round}
-        predicted = STOCK_SECONDS_PER_USER * per_round * args.rounds + 0.02 * population
+        # + its message dispatcher rescans every pending message per node: ~quadratic in nodes
+        predicted = STOCK_SECONDS_PER_USER * per_round * args.rounds + 0.02 * population \
+            + 4e-6 * population**2 * args.rounds
         for rep in range(args.repeats):
             for mode in ("fedrec", "stock"):  # alternate the two frameworks
                 if mode == "stock" and (args.no_stock or predicted > args.stock_limit):

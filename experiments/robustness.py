@@ -19,7 +19,10 @@ def run_facts(run_dir: Path) -> dict[str, Any] | None:
     label = s.get("name", "?")
     if label == "trust":
         label = f"trust:{s.get('trust', {}).get('scorer', 'constant')}"
-    return {"strategy": label, "attack": a.get("name", "none"), "fraction": float(a.get("fraction", 0.0))}
+    # Parameters are part of the attack's name: sign_flip with scale 1 and with scale 10 are different cells.
+    params = ",".join(f"{k}={v}" for k, v in sorted((a.get("params") or {}).items()) if k != "targets")
+    attack = a.get("name", "none") + (f"({params})" if params else "")
+    return {"strategy": label, "attack": attack, "fraction": float(a.get("fraction", 0.0))}
 
 
 def _cell(r: dict[str, Any]) -> str:
@@ -78,7 +81,7 @@ def write_robustness(rows: list[dict[str, Any]], root: Path, out: Path) -> str |
         facts = run_facts(root / r["run"]) if (root / r["run"]).is_dir() else run_facts(root)
         if facts:
             r.update(facts)
-    if not any(r.get("attack", "none") != "none" for r in rows):
+    if not any(r.get("attack", "none") not in ("none", "") for r in rows):
         return None
     md = pivot_markdown(rows)
     (out / "robustness.md").write_text(md)
