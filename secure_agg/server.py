@@ -322,6 +322,7 @@ class SecAggServer:
                     expander.subtract(acc, seed)
                 else:
                     expander.add(acc, seed)
+        self.counts["recovered"] = len(dropped)  # users whose pairwise masks were rebuilt from shares
         self.stage = "done"
         self._sum = None
         return acc

@@ -7,7 +7,7 @@ import stat
 
 import numpy as np
 import pytest
-from flwr.app import ConfigRecord
+from flwr.app import ConfigRecord, Message
 
 from client.app import app
 from client.secagg import quantization_config
@@ -123,3 +123,55 @@ def test_update_scoring_strategy_is_refused_under_secure_agg(tmp_path):
     loop.strategy.needs_individual_updates = True
     with pytest.raises(ValueError, match="hides individual updates"):
         loop.run_round(grid)
+
+
+class _NodeDiesAt:
+    """A node that stops answering from one message type of round ``rnd`` on (plain train messages
+    carry no round): the SuperLink then replies for it with Flower's ``NODE_UNAVAILABLE`` error,
+    which is what a SIGKILLed SuperNode produces."""
+
+    def __init__(self, node: int, message_type: str, rnd: int = 1) -> None:
+        self.node, self.message_type, self.rnd, self.dead = node, message_type, str(rnd), False
+
+    def __call__(self, msg, reply):
+        if msg.metadata.dst_node_id != self.node:
+            return reply
+        if msg.metadata.message_type == self.message_type and msg.metadata.group_id in (self.rnd, ""):
+            self.dead = True
+        if not self.dead:
+            return reply
+        from flwr.app import Error
+        from flwr.common.constant import ErrorCode
+
+        return Message(Error(ErrorCode.NODE_UNAVAILABLE, "Error: Node Unavailable"), reply_to=msg)
+
+
+def _four_nodes(tmp_path, name: str, intercept, *extra: str):
+    cfg = compose_config([*BASE, f"runs_dir={tmp_path}", f"name={name}", "simulation.nodes=4", *extra])
+    loop = build_loop(cfg)
+    grid = InProcessGrid(app, 4, intercept)
+    loop.discover(grid)
+    return loop, grid
+
+
+def test_a_node_lost_after_sharing_keys_is_recovered_from_the_survivors_shares(tmp_path):
+    # complete graph: t = 20 of the 40 users; node 1003 (10 users) dies once it has shared its keys
+    dies = _NodeDiesAt(1003, "train.secagg_masked")
+    loop, grid = _four_nodes(tmp_path, "lost", dies, "secure_agg=on", "secure_agg.neighbours=null")
+    before = loop.theta.copy()
+    rec = loop.run_round(grid)
+    c = rec["secagg"]["counts"]
+    assert "failure" not in rec["secagg"] and not rec.get("skipped"), rec["secagg"]
+    assert c["advertised"] == c["u2"] == 40 and c["u3"] == c["responded"] == 30 and c["recovered"] == 10, c
+    assert rec["users"] == 30 and rec["dropouts"] == 10
+    assert np.abs(loop.theta - before).max() > 0
+    # the masks were removed exactly: the secure sum equals the plain sum of the same 30 survivors
+    plain, pgrid = _four_nodes(tmp_path, "lost-plain", _NodeDiesAt(1003, "train"))
+    rec_plain = plain.run_round(pgrid)
+    assert rec_plain["users"] == 30 and rec_plain["dropouts"] == 10
+    assert rec["weight-sum"] == pytest.approx(rec_plain["weight-sum"], abs=1e-3)
+    assert np.abs(loop.theta - plain.theta).max() < 1e-3
+    # the next round: the dead node's users drop out before advertising, the round still completes
+    rec2 = loop.run_round(grid)
+    c2 = rec2["secagg"]["counts"]
+    assert "failure" not in rec2["secagg"] and c2["advertised"] == c2["u3"] == 30 and c2["recovered"] == 0
