@@ -99,6 +99,7 @@ class ServerSecAgg:
         self.counter = RejectionCounter()
         self.opener = EnvelopeOpener(private, self.run_id, counter=self.counter)
         self.quant = quantization_config(cfg)
+        self._dst: dict[str, int] = {}  # message id -> node, of the exchange in flight
 
     # ---- transport helpers ---------------------------------------------------------------------
     def _send(self, grid: Grid, stage: str, rnd: int, contents: dict[int, RecordDict], timing: dict) -> list[Message]:
@@ -107,7 +108,12 @@ class ServerSecAgg:
         t0 = time.perf_counter()
         replies = list(grid.send_and_receive(msgs, timeout=self.cfg.simulation.round_timeout)) if msgs else []
         timing["exchange_seconds"] = time.perf_counter() - t0
+        # The SuperLink answers for a dead node itself (src = the SuperLink): name the node it was sent to.
+        self._dst = {m.metadata.message_id: int(m.metadata.dst_node_id) for m in msgs if m.metadata.message_id}
         return replies
+
+    def _origin(self, reply: Message) -> int:
+        return self._dst.get(reply.metadata.reply_to_message_id, int(reply.metadata.src_node_id))
 
     def _open(self, replies: Iterable[Message], stage: str, rnd: int, node_users: dict[int, set[int]],
               decode: Callable[[bytes], Any], timing: dict) -> tuple[dict[int, Any], dict[int, Message]]:  # fmt: skip
@@ -116,10 +122,11 @@ class ServerSecAgg:
         by_node: dict[int, Message] = {}
         up = 0
         for r in replies:
-            node = int(r.metadata.src_node_id)
             if r.has_error():
+                node = self._origin(r)
                 log.warning("round %d %s: node %d failed: %s", rnd, stage, node, r.error.reason)
                 continue
+            node = int(r.metadata.src_node_id)
             by_node[node] = r
             rec = r.content["secagg"]
             for u, blob in zip(rec["users"], rec["envelopes"], strict=True):

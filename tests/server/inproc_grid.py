@@ -30,6 +30,7 @@ class InProcessGrid:
     def send_and_receive(self, messages: Iterable[Message], timeout: float | None = None) -> list[Message]:
         out = []
         for m in messages:
+            m.metadata.__dict__["_message_id"] = m.object_id  # as Flower's Grid does on push
             self.sent.append(m)
             reply = self.app(m, self.contexts[m.metadata.dst_node_id])
             if self.intercept is not None:

@@ -141,9 +141,11 @@ class _NodeDiesAt:
         if not self.dead:
             return reply
         from flwr.app import Error
-        from flwr.common.constant import ErrorCode
+        from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode
 
-        return Message(Error(ErrorCode.NODE_UNAVAILABLE, "Error: Node Unavailable"), reply_to=msg)
+        err = Message(Error(ErrorCode.NODE_UNAVAILABLE, "Error: Node Unavailable"), reply_to=msg)
+        err.metadata.src_node_id = SUPERLINK_NODE_ID  # the SuperLink writes this reply, not the node
+        return err
 
 
 def _four_nodes(tmp_path, name: str, intercept, *extra: str):
@@ -154,7 +156,7 @@ def _four_nodes(tmp_path, name: str, intercept, *extra: str):
     return loop, grid
 
 
-def test_a_node_lost_after_sharing_keys_is_recovered_from_the_survivors_shares(tmp_path):
+def test_a_node_lost_after_sharing_keys_is_recovered_from_the_survivors_shares(tmp_path, caplog):
     # complete graph: t = 20 of the 40 users; node 1003 (10 users) dies once it has shared its keys
     dies = _NodeDiesAt(1003, "train.secagg_masked")
     loop, grid = _four_nodes(tmp_path, "lost", dies, "secure_agg=on", "secure_agg.neighbours=null")
@@ -165,6 +167,7 @@ def test_a_node_lost_after_sharing_keys_is_recovered_from_the_survivors_shares(t
     assert c["advertised"] == c["u2"] == 40 and c["u3"] == c["responded"] == 30 and c["recovered"] == 10, c
     assert rec["users"] == 30 and rec["dropouts"] == 10
     assert np.abs(loop.theta - before).max() > 0
+    assert "round 1 masked_input: node 1003 failed: Error: Node Unavailable" in caplog.text  # not "node 1"
     # the masks were removed exactly: the secure sum equals the plain sum of the same 30 survivors
     plain, pgrid = _four_nodes(tmp_path, "lost-plain", _NodeDiesAt(1003, "train"))
     rec_plain = plain.run_round(pgrid)
