@@ -144,7 +144,7 @@ class _NodeDiesAt:
         from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode
 
         err = Message(Error(ErrorCode.NODE_UNAVAILABLE, "Error: Node Unavailable"), reply_to=msg)
-        err.metadata.src_node_id = SUPERLINK_NODE_ID  # the SuperLink writes this reply, not the node
+        err.metadata.__dict__["_src_node_id"] = SUPERLINK_NODE_ID  # the SuperLink writes it, not the node
         return err
 
 
