@@ -1,70 +1,60 @@
 """User-level differential privacy for fedrec: clipping, noise, sampling, accounting, reports.
 
-A plain library (no Flower): numpy/torch in, numbers and files out.
+A plain library (no Flower): numpy/torch in, numbers and files out. The names below are
+imported on first use (PEP 562): ``privacy.config`` is read by every process that parses a run
+config, including each deployed ClientApp process, which must not pay for Opacus and SciPy.
 """
 
-from privacy.accountant import (
-    HistoryEntry,
-    PrivacyAccountant,
-    available_accountants,
-    compact_history,
-    create_accountant,
-    epsilon_from_history,
-    noise_for_target_epsilon,
-    pld_epsilon,
-    prv_epsilon,
-    rdp_epsilon,
-    recompute_epsilons,
-    register_accountant,
-)
-from privacy.budget import check_budget
-from privacy.cli_helpers import render_plan_table
-from privacy.composition import advanced_composition, naive_composition
-from privacy.config import PrivacyConfig, default_delta
-from privacy.errors import PrivacyBudgetExceeded, PrivacyError
-from privacy.ledger import ParticipationLedger
-from privacy.mechanism import (
-    add_gaussian_noise,
-    central_noise_std,
-    clip_factors,
-    clip_updates,
-    effective_noise_multiplier,
-    noise_std,
-)
-from privacy.report import build_privacy_report, privacy_plan
-from privacy.sampling import fixed_size_sample, poisson_sample, sample_users
+from __future__ import annotations
 
-__all__ = [
-    "HistoryEntry",
-    "ParticipationLedger",
-    "PrivacyAccountant",
-    "PrivacyBudgetExceeded",
-    "PrivacyConfig",
-    "PrivacyError",
-    "add_gaussian_noise",
-    "advanced_composition",
-    "available_accountants",
-    "build_privacy_report",
-    "central_noise_std",
-    "check_budget",
-    "clip_factors",
-    "clip_updates",
-    "compact_history",
-    "create_accountant",
-    "default_delta",
-    "effective_noise_multiplier",
-    "epsilon_from_history",
-    "fixed_size_sample",
-    "naive_composition",
-    "noise_for_target_epsilon",
-    "noise_std",
-    "pld_epsilon",
-    "poisson_sample",
-    "privacy_plan",
-    "prv_epsilon",
-    "rdp_epsilon",
-    "recompute_epsilons",
-    "register_accountant",
-    "render_plan_table",
-    "sample_users",
-]
+import importlib
+from typing import Any
+
+_LAZY: dict[str, str] = {
+    "HistoryEntry": "privacy.accountant",
+    "ParticipationLedger": "privacy.ledger",
+    "PrivacyAccountant": "privacy.accountant",
+    "PrivacyBudgetExceeded": "privacy.errors",
+    "PrivacyConfig": "privacy.config",
+    "PrivacyError": "privacy.errors",
+    "add_gaussian_noise": "privacy.mechanism",
+    "advanced_composition": "privacy.composition",
+    "available_accountants": "privacy.accountant",
+    "build_privacy_report": "privacy.report",
+    "central_noise_std": "privacy.mechanism",
+    "check_budget": "privacy.budget",
+    "clip_factors": "privacy.mechanism",
+    "clip_updates": "privacy.mechanism",
+    "compact_history": "privacy.accountant",
+    "create_accountant": "privacy.accountant",
+    "default_delta": "privacy.config",
+    "effective_noise_multiplier": "privacy.mechanism",
+    "epsilon_from_history": "privacy.accountant",
+    "fixed_size_sample": "privacy.sampling",
+    "naive_composition": "privacy.composition",
+    "noise_for_target_epsilon": "privacy.accountant",
+    "noise_std": "privacy.mechanism",
+    "pld_epsilon": "privacy.accountant",
+    "poisson_sample": "privacy.sampling",
+    "privacy_plan": "privacy.report",
+    "prv_epsilon": "privacy.accountant",
+    "rdp_epsilon": "privacy.accountant",
+    "recompute_epsilons": "privacy.accountant",
+    "register_accountant": "privacy.accountant",
+    "render_plan_table": "privacy.cli_helpers",
+    "sample_users": "privacy.sampling",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
