@@ -87,7 +87,7 @@ def bench_fedrec(n: int, d: int, k: int, dropout: float, rsa_key, seed: int = 0)
         SecAggConfig,
         SecAggServer,  # fmt: skip
         dequantize,
-        quantize,
+        quantize_rows,
     )
     from secure_agg import messages as M
 
@@ -137,7 +137,8 @@ def bench_fedrec(n: int, d: int, k: int, dropout: float, rsa_key, seed: int = 0)
     for u in live:  # streamed: one masked vector in flight at a time, O(d) memory on both sides
         t = tc()
         _, box = M.decode_inbox(inbox_blobs[u])
-        qv, _ = quantize(np.append(update * weights[u], weights[u]), q, qrng, weighted=True)
+        # float32 weighted row + its weight, as client.secagg quantises a trained user's delta
+        qv = quantize_rows(update[None] * np.float32(weights[u]), weights[u : u + 1], q, qrng)[0][0]
         y = cohorts[u].masked_input({u: box}, {u: qv})[u]
         blob = sealer.seal(M.encode_masked(M.MaskedInput((u,), y)), rnd, u, "masked_input")
         c.add("masked_input", "client", tc() - t)
@@ -372,7 +373,7 @@ def bench_round_inprocess(rounds: int = 4, overrides: list[str] | None = None, n
 
 # ---- driver ----------------------------------------------------------------------------------
 def run_benchmark(quick: bool = False, with_round: bool = True, progress=None, round_inprocess: bool = False,
-                  grid: bool = True) -> dict[str, Any]:  # fmt: skip
+                  grid: bool = True, ns: tuple[int, ...] | None = None) -> dict[str, Any]:  # fmt: skip
     from cryptography.hazmat.primitives.asymmetric import rsa
 
     from secure_agg import SecAggConfig, measure_rates
@@ -385,7 +386,7 @@ def run_benchmark(quick: bool = False, with_round: bool = True, progress=None, r
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     res: dict[str, Any] = {"d": d, "neighbours": k, "threshold_fraction": 0.5, "rates": rates.as_dict(),
                            "quick": quick, "results": []}  # fmt: skip
-    for n in spec["ns"] if grid else ():
+    for n in (ns or spec["ns"]) if grid else ():
         for drop in spec["dropouts"]:
             if progress:
                 progress(f"n={n} dropout={drop:.0%}")
@@ -484,11 +485,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     console = Console(width=None if Console().is_terminal else 200)
     with console.status("benchmarking secure aggregation") as status:
         res = run_benchmark(quick=args.quick, with_round=not args.no_round, round_inprocess=args.round_inprocess,
-                            grid=not args.round_only,
+                            grid=not args.round_only, ns=tuple(args.ns) if args.ns else None,
                             progress=lambda s: status.update(f"benchmarking secure aggregation: {s}"))  # fmt: skip
     flags = [("--quick", args.quick), ("--no-round", args.no_round), ("--round-inprocess", args.round_inprocess),
              ("--round-only", args.round_only)]  # fmt: skip
-    res["command"] = " ".join(["fedrec bench secagg", *(f for f, on in flags if on)])
+    res["command"] = " ".join(["fedrec bench secagg", *(f for f, on in flags if on),
+                               *([f"--ns {' '.join(map(str, args.ns))}"] if args.ns else [])])  # fmt: skip
     render(res, console)
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1, default=float))
@@ -505,6 +507,7 @@ def add_bench_command(bench_subparsers) -> None:
     p.add_argument("--round-inprocess", action="store_true",
                    help="measure the 100-user round in process (real round loop and ClientApp, no Ray), "
                         "CPU seconds per round, instead of two fedrec simulate processes")  # fmt: skip
+    p.add_argument("--ns", type=int, nargs="+", default=None, help="user counts to run (default 10 100 500)")
     p.add_argument("--round-only", action="store_true", help="only the round measurement, not the per-n table")
     p.set_defaults(func=cmd_bench)
 

@@ -238,14 +238,35 @@ def quantize(
     n_clipped : int
     """
     x = np.asarray(x)
-    if x.dtype not in (np.float32, np.float64):
-        x = x.astype(np.float64)
-    levels, r = cfg.levels, cfg.r
     rows = x.reshape(-1, x.shape[-1]) if x.ndim else x.reshape(1, 1)
-    out = np.empty(rows.shape, dtype=np.uint32)
-    vals = rows[:, :-1] if weighted else rows
     if weighted:
-        w = rows[:, -1].astype(np.float64)
+        q, n_clipped = quantize_rows(rows[:, :-1], rows[:, -1], cfg, rng)
+    else:
+        q, n_clipped = quantize_rows(rows, None, cfg, rng)
+    return q.reshape(x.shape), n_clipped
+
+
+def quantize_rows(
+    values: np.ndarray, weights: np.ndarray | None, cfg: QuantizationConfig, rng: np.random.Generator
+) -> tuple[np.ndarray, int]:
+    """float[U, d] rows and optional weights float[U] -> (uint32[U, d (+ 1)], entries clipped).
+
+    ``quantize`` without building the packed float[U, d + 1] input: with ``weights`` the result
+    equals ``quantize(pack, cfg, rng, weighted=True)`` for ``pack = [values, weights]`` (same
+    draws from ``rng``), so float32 rows are never copied to float64. See ``quantize``.
+    """
+    values = np.asarray(values)
+    if values.ndim != 2:
+        raise QuantizationError(f"quantize_rows wants values[U, d], got shape {list(values.shape)}")
+    if values.dtype not in (np.float32, np.float64):
+        values = values.astype(np.float64)
+    levels, r = cfg.levels, cfg.r
+    n_rows, d = values.shape
+    out = np.empty((n_rows, d + (weights is not None)), dtype=np.uint32)
+    if weights is not None:
+        w = np.asarray(weights, dtype=np.float64)
+        if w.shape != (n_rows,):
+            raise QuantizationError(f"weights must have shape [{n_rows}], got {list(w.shape)}")
         if not np.all(np.isfinite(w)):
             raise QuantizationError("update contains NaN or inf; refusing to quantise")
         if np.any(w < 0) or np.any(w > cfg.weight_max):
@@ -256,19 +277,19 @@ def quantize(
         low = np.floor(yw)
         out[:, -1] = np.clip(low + (rng.random(yw.shape) < yw - low), 0, levels)
     s, half = np.float32(levels / (2 * r)), levels / 2
-    width = min(QUANT_BLOCK, max(vals.shape[1], 1))
+    width = min(QUANT_BLOCK, max(d, 1))
     bufs = (np.empty(width, np.float32), np.empty(width, np.float32), np.empty(width, np.float32),
             np.empty(width, np.bool_), np.empty(width, np.int64))  # fmt: skip
     n_clipped = 0
-    for i in range(vals.shape[0]):
-        row, orow = vals[i], out[i, : vals.shape[1]]
-        for a in range(0, len(row), width):
+    for i in range(n_rows):
+        row, orow = values[i], out[i, :d]
+        for a in range(0, d, width):
             blk = row[a : a + width]
             if not np.isfinite(blk).all():
                 raise QuantizationError("update contains NaN or inf; refusing to quantise")
             n_clipped += int(np.count_nonzero(blk > r)) + int(np.count_nonzero(blk < -r))
             _round_block(blk, s, half, levels, rng, orow[a : a + width], bufs)
-    return out.reshape(x.shape), n_clipped
+    return out, n_clipped
 
 
 def dequantize(

@@ -16,6 +16,7 @@ from secure_agg import (
     dequantize,
     pack_weighted,
     quantize,
+    quantize_rows,
     unpack_weighted,
     weighted_mean,
 )
@@ -122,6 +123,21 @@ def test_float32_quantisation_is_unbiased_for_small_values():
     q, _ = quantize(np.full(400_000, v, np.float32), cfg, np.random.default_rng(3))
     # E[q] = v * s + L / 2 = 0.37 + L / 2; the sd of the mean is ~0.0008
     assert abs(float(q.astype(np.float64).mean()) - cfg.levels / 2 - 0.37) < 0.005
+
+
+def test_quantize_rows_equals_packed_quantize():
+    cfg = QuantizationConfig(clip_bound=1.0, noise_std=0.1, n_max=500).validate()
+    rng = np.random.default_rng(4)
+    vals = rng.normal(0, 0.3, (5, 70_000)).astype(np.float32)  # wider than one QUANT_BLOCK
+    w = rng.uniform(0, 1, 5)
+    a, na = quantize_rows(vals, w, cfg, np.random.default_rng(9))
+    # float32 x * s is the float64 product (exact) rounded once: the same bits either way
+    packed = np.concatenate([vals.astype(np.float64), w[:, None]], axis=1)
+    c, nc = quantize(packed, cfg, np.random.default_rng(9), weighted=True)
+    np.testing.assert_array_equal(a, c)
+    assert na == nc
+    with pytest.raises(QuantizationError, match="shape"):
+        quantize_rows(vals, w[:3], cfg, rng)
 
 
 def test_quantize_refuses_nan_and_bad_weights():
