@@ -52,7 +52,7 @@ from secure_agg import (
     QuantizationConfig,
     SecAggError,
     inject_dropouts,
-    quantize,
+    quantize_rows,
 )
 from secure_agg.messages import (
     decode_inbox,
@@ -74,7 +74,7 @@ ACTIONS: dict[str, str] = {
     "unmask": "secagg_unmask",
 }
 STATE_KEY = "fedrec-secagg"
-#: Rows quantised at once: bounds the float64 temporaries to ~QUANT_ROWS * d * 40 bytes.
+#: Rows quantised at once: bounds the uint32 output block to QUANT_ROWS * d * 4 bytes.
 QUANT_ROWS = 16
 
 
@@ -174,7 +174,7 @@ def _train_rows(cfg: FedrecConfig, msg: Message, context: Context, users: np.nda
     """Train ``users`` exactly as ``client.app.train`` does and return their quantised sum.
 
     Returns (uint32[d + 1] sum of quantise([w_u * clip(delta_u) + noise_u, w_u]), metrics, report).
-    Memory stays bounded by ``client.chunk_users`` dense rows plus QUANT_ROWS float64 rows.
+    Memory stays bounded by ``client.chunk_users`` dense rows plus QUANT_ROWS uint32 rows.
     """
     t0 = time.perf_counter()
     split = local_split(cfg.data)
@@ -203,8 +203,7 @@ def _train_rows(cfg: FedrecConfig, msg: Message, context: Context, users: np.nda
         w = weights[lo : lo + len(chunk)]
         rows = process_chunk(delta, w, cfg, shape, gen, individual=True).weighted.numpy()
         for a in range(0, len(chunk), QUANT_ROWS):
-            block = np.concatenate([rows[a : a + QUANT_ROWS], w[a : a + QUANT_ROWS, None]], axis=1)
-            qv, n_clip = quantize(block, q, qrng, weighted=True)
+            qv, n_clip = quantize_rows(rows[a : a + QUANT_ROWS], w[a : a + QUANT_ROWS], q, qrng)
             clipped += n_clip
             # no wrap: every entry is <= L and at most n_max <= 2^32 / L rows are ever summed
             total += qv.sum(0, dtype=np.uint32)

@@ -21,7 +21,9 @@ and wall time would count other processes), same n, d and neighbour count k:
 - **floor**: ``secure_agg.floor`` from this machine's AES-256-CTR and X25519 rates measured at
   the start of the run: (k + 1) keystreams and 2k agreements per user, plus the server's unmasking.
 - **round**: ``fedrec simulate`` on a synthetic population (NeuMF f=32, 1,682 items), 100 users per
-  round, secure_agg=on vs off, each in its own process; median seconds per round.
+  round, secure_agg=on vs off, each in its own process; median wall seconds per round over rounds
+  2+. With ``--round-inprocess`` instead: the same round loop and ClientApp in this process
+  (``experiments.inprocess``, no Ray), median CPU seconds per round over rounds 2+, on vs off.
 """
 
 from __future__ import annotations
@@ -85,7 +87,7 @@ def bench_fedrec(n: int, d: int, k: int, dropout: float, rsa_key, seed: int = 0)
         SecAggConfig,
         SecAggServer,  # fmt: skip
         dequantize,
-        quantize,
+        quantize_rows,
     )
     from secure_agg import messages as M
 
@@ -135,7 +137,8 @@ def bench_fedrec(n: int, d: int, k: int, dropout: float, rsa_key, seed: int = 0)
     for u in live:  # streamed: one masked vector in flight at a time, O(d) memory on both sides
         t = tc()
         _, box = M.decode_inbox(inbox_blobs[u])
-        qv, _ = quantize(np.append(update * weights[u], weights[u]), q, qrng, weighted=True)
+        # float32 weighted row + its weight, as client.secagg quantises a trained user's delta
+        qv = quantize_rows(update[None] * np.float32(weights[u]), weights[u : u + 1], q, qrng)[0][0]
         y = cohorts[u].masked_input({u: box}, {u: qv})[u]
         blob = sealer.seal(M.encode_masked(M.MaskedInput((u,), y)), rnd, u, "masked_input")
         c.add("masked_input", "client", tc() - t)
@@ -318,6 +321,11 @@ ROUND_OVERRIDES = ["data=synthetic", "data.users=1000", "data.items=1682", "data
                    "simulation.nodes=2"]  # fmt: skip
 
 
+#: ``--quick --round-inprocess``: a tiny population, for the smoke test.
+QUICK_ROUND_OVERRIDES = ["data=synthetic", "data.users=60", "data.items=200", "data.mean_interactions=15",
+                         "model.factors=4", "simulation.users_per_round=20", "simulation.eval_every=0"]  # fmt: skip
+
+
 def bench_round(rounds: int = 4, timeout: float = 900.0) -> dict[str, Any]:
     """Median round seconds of ``fedrec simulate`` with secure_agg off and on (separate processes)."""
     out: dict[str, Any] = {"overrides": ROUND_OVERRIDES, "rounds": rounds}
@@ -339,8 +347,33 @@ def bench_round(rounds: int = 4, timeout: float = 900.0) -> dict[str, Any]:
     return out
 
 
+def bench_round_inprocess(rounds: int = 4, overrides: list[str] | None = None, nodes: int = 2) -> dict[str, Any]:
+    """Median CPU seconds per round (rounds 2+) of the in-process round loop, secure_agg off vs on.
+
+    Same workload as ``bench_round`` (``ROUND_OVERRIDES``), but the real ``RoundLoop`` drives the
+    real ClientApp in this process (``experiments.inprocess.InProcessGrid``): no Ray, no transport,
+    and ``time.process_time`` so that other processes on a shared machine do not count.
+    """
+    from experiments.inprocess import run_rounds_inprocess
+
+    base = list(ROUND_OVERRIDES if overrides is None else overrides)
+    out: dict[str, Any] = {"overrides": base, "rounds": rounds, "nodes": nodes, "clock": "process_time"}
+    with tempfile.TemporaryDirectory(prefix="fedrec_bench_secagg_") as tmp:
+        for mode in ("off", "on"):
+            res = run_rounds_inprocess([*base, f"simulation.rounds={rounds}", f"secure_agg={mode}",
+                                        f"runs_dir={tmp}", f"name={mode}", "overwrite=true"], nodes)  # fmt: skip
+            cpu, wall = res["cpu_seconds"], res["wall_seconds"]
+            out[mode] = {"cpu_seconds": cpu, "wall_seconds": wall,
+                         "median_cpu_seconds": statistics.median(cpu[1:] or cpu),
+                         "median_wall_seconds": statistics.median(wall[1:] or wall),
+                         "users": [r.get("users") for r in res["summary"]["per_round"]]}  # fmt: skip
+    out["overhead"] = out["on"]["median_cpu_seconds"] / out["off"]["median_cpu_seconds"] - 1.0
+    return out
+
+
 # ---- driver ----------------------------------------------------------------------------------
-def run_benchmark(quick: bool = False, with_round: bool = True, progress=None) -> dict[str, Any]:
+def run_benchmark(quick: bool = False, with_round: bool = True, progress=None, round_inprocess: bool = False,
+                  grid: bool = True, ns: tuple[int, ...] | None = None) -> dict[str, Any]:  # fmt: skip
     from cryptography.hazmat.primitives.asymmetric import rsa
 
     from secure_agg import SecAggConfig, measure_rates
@@ -353,7 +386,7 @@ def run_benchmark(quick: bool = False, with_round: bool = True, progress=None) -
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     res: dict[str, Any] = {"d": d, "neighbours": k, "threshold_fraction": 0.5, "rates": rates.as_dict(),
                            "quick": quick, "results": []}  # fmt: skip
-    for n in spec["ns"]:
+    for n in (ns or spec["ns"]) if grid else ():
         for drop in spec["dropouts"]:
             if progress:
                 progress(f"n={n} dropout={drop:.0%}")
@@ -374,7 +407,12 @@ def run_benchmark(quick: bool = False, with_round: bool = True, progress=None) -
                 "fedrec_masking_vs_floor": masking / fl,
             }
             res["results"].append(row)
-    if with_round and not quick:
+    if with_round and round_inprocess:
+        if progress:
+            progress("in-process round loop, secure_agg off vs on")
+        res["round"] = bench_round_inprocess(rounds=3 if quick else 4,
+                                             overrides=QUICK_ROUND_OVERRIDES if quick else None)  # fmt: skip
+    elif with_round and not quick:
         if progress:
             progress("fedrec simulate, 100 users per round, secure_agg off vs on")
         res["round"] = bench_round()
@@ -427,7 +465,11 @@ def render(res: dict[str, Any], console) -> None:
                   f"{q['fedrec_vs_plain']:.0f}x")  # fmt: skip
     console.print(s)
     rd = res.get("round", {})
-    if "overhead" in rd:
+    if "overhead" in rd and rd.get("clock") == "process_time":
+        console.print(f"in-process round loop, {rd['nodes']} nodes: median CPU per round (rounds 2+) "
+                      f"{rd['off']['median_cpu_seconds']:.2f} s off, {rd['on']['median_cpu_seconds']:.2f} s on "
+                      f"-> secure aggregation adds {rd['overhead']:+.0%} (target <= +25%)")  # fmt: skip
+    elif "overhead" in rd:
         console.print(f"fedrec simulate, 100 users/round: median round {rd['off']['median_round_seconds']:.2f} s off, "
                       f"{rd['on']['median_round_seconds']:.2f} s on -> secure aggregation adds "
                       f"{rd['overhead']:+.0%} (target <= +25%)")  # fmt: skip
@@ -442,9 +484,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
         logging.getLogger(name).setLevel(logging.WARNING)
     console = Console(width=None if Console().is_terminal else 200)
     with console.status("benchmarking secure aggregation") as status:
-        res = run_benchmark(quick=args.quick, with_round=not args.no_round,
+        res = run_benchmark(quick=args.quick, with_round=not args.no_round, round_inprocess=args.round_inprocess,
+                            grid=not args.round_only, ns=tuple(args.ns) if args.ns else None,
                             progress=lambda s: status.update(f"benchmarking secure aggregation: {s}"))  # fmt: skip
-    res["command"] = "fedrec bench secagg" + (" --quick" if args.quick else "") + (" --no-round" if args.no_round else "")
+    flags = [("--quick", args.quick), ("--no-round", args.no_round), ("--round-inprocess", args.round_inprocess),
+             ("--round-only", args.round_only)]  # fmt: skip
+    res["command"] = " ".join(["fedrec bench secagg", *(f for f, on in flags if on),
+                               *([f"--ns {' '.join(map(str, args.ns))}"] if args.ns else [])])  # fmt: skip
     render(res, console)
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1, default=float))
@@ -453,10 +499,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def add_bench_command(bench_subparsers) -> None:
-    """Register ``fedrec bench secagg [--json PATH] [--quick] [--no-round]``."""
+    """Register ``fedrec bench secagg [--json PATH] [--quick] [--no-round] [--round-inprocess] [--round-only]``."""
     p = bench_subparsers.add_parser("secagg", help="secure aggregation vs plain, Flower SecAgg+ and the crypto floor")
     p.add_argument("--json", default=None, help="also write the results as JSON")
     p.add_argument("--quick", action="store_true", help="small smoke version (seconds; no simulated round)")
     p.add_argument("--no-round", action="store_true", help="skip the fedrec simulate on/off round measurement")
+    p.add_argument("--round-inprocess", action="store_true",
+                   help="measure the 100-user round in process (real round loop and ClientApp, no Ray), "
+                        "CPU seconds per round, instead of two fedrec simulate processes")  # fmt: skip
+    p.add_argument("--ns", type=int, nargs="+", default=None, help="user counts to run (default 10 100 500)")
+    p.add_argument("--round-only", action="store_true", help="only the round measurement, not the per-n table")
     p.set_defaults(func=cmd_bench)
 

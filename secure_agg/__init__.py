@@ -41,6 +41,7 @@ from secure_agg.quantize import (
     dequantize,
     pack_weighted,
     quantize,
+    quantize_rows,
     unpack_weighted,
     weighted_mean,
 )
@@ -85,6 +86,7 @@ __all__ = [
     "measure_rates",
     "pack_weighted",
     "quantize",
+    "quantize_rows",
     "resolve_threshold",
     "seal_many",
     "unpack_weighted",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from secure_agg.config import SecAggConfig
 from secure_agg.errors import SecAggError
-from secure_agg.graph import build_graph
+from secure_agg.graph import NeighbourGraph
 from secure_agg.messages import (
     SECRET_BYTES,
     AdvertiseKeys,
@@ -26,8 +26,8 @@ from secure_agg.messages import (
     encode_roster,
 )
 from secure_agg.primitives import (
-    MaskExpander,
     agree,
+    apply_masks,
     pair_mask_seed,
     public_bytes,
     self_mask_seed,
@@ -105,6 +105,7 @@ class ClientCohort:
         self.stage = "advertise_keys"
         self.roster: Roster | None = None
         self.dropped: set[int] = set()
+        self._graph: dict[int, tuple[int, ...]] = {}  # own users' neighbours, from _check_roster
 
     @property
     def users(self) -> list[int]:
@@ -249,12 +250,14 @@ class ClientCohort:
                 roster.c_pks[u] != public_bytes(st.c_sk) or roster.s_pks[u] != public_bytes(st.s_sk)
             ):
                 raise SecAggError(f"roster carries wrong public keys for user {u}")
-        graph = build_graph(roster.users, roster.k, roster.graph_seed)
-        if any(len(n) + 1 < t for n in graph.values()):
-            raise SecAggError(f"neighbour graph gives some user fewer than t={t} share holders")
-        # use the graph we computed ourselves, whatever the roster object carried
-        roster.__dict__["neighbours"] = graph
-        roster.__dict__.pop("_holders", None)
+        graph = NeighbourGraph(roster.users, roster.k, roster.graph_seed)
+        if graph.degree + 1 < t:  # every user of the graph has exactly `degree` neighbours
+            raise SecAggError(
+                f"neighbour graph gives every user {graph.degree + 1} share holders, fewer than t={t}"
+            )
+        # our users' neighbourhoods, computed ourselves (O(k) each), whatever the roster carried
+        listed = set(roster.users)
+        self._graph = {u: graph.of(u) for u in self._users if u in listed}
 
     def share_keys(
         self, roster: Roster, users: Sequence[int] | None = None
@@ -268,9 +271,9 @@ class ClientCohort:
         out = {}
         for u in sorted(self._users):
             st = self._users[u]
-            st.neighbours = roster.neighbours[u]
+            st.neighbours = self._graph[u]
             st.b = os.urandom(SECRET_BYTES)
-            holders = roster.holders(u)
+            holders = tuple(sorted((u, *st.neighbours)))
             xs = [roster.x_of(h) for h in holders]
             sk_raw = st.s_sk.private_bytes_raw()
             shares = split_secrets([sk_raw, st.b], xs, t)
@@ -364,22 +367,19 @@ class ClientCohort:
         (default: the active users, sorted). Returns ``{u: uint32[dim]}``.
         """
         vecs = self._start_masked(inboxes, vectors, users)
-        assert self.roster is not None
-        expander = MaskExpander(self.roster.dim)
         out = {}
         for u in sorted(self._users):
-            st = self._users[u]
-            y = vecs[u].astype(np.uint32, copy=True)
-            expander.add(y, self_mask_seed(st.b, self.run_id, self.round_id, u))
-            for v in st.masked_with:
-                seed = self._pair_seed(st, v)
-                if pair_sign(u, v) > 0:
-                    expander.add(y, seed)
-                else:
-                    expander.subtract(y, seed)
-            out[u] = y
+            y = np.array(vecs[u], dtype=np.uint32, copy=True, order="C")
+            out[u] = apply_masks(y, self._mask_seeds(u, skip=()))
         self.stage = "unmask"
         return out
+
+    def _mask_seeds(self, u: int, skip: Container[int]) -> list[tuple[bytes, int]]:
+        """(AES key, sign) of user u's self mask and of its pairwise masks to neighbours not in ``skip``."""
+        st = self._users[u]
+        seeds = [(self_mask_seed(st.b, self.run_id, self.round_id, u), 1)]
+        seeds += [(self._pair_seed(st, v), pair_sign(u, v)) for v in st.masked_with if v not in skip]
+        return seeds
 
     def masked_input_sum(
         self,
@@ -395,21 +395,13 @@ class ClientCohort:
         """
         vecs = self._start_masked(inboxes, vectors, users)
         assert self.roster is not None
-        expander = MaskExpander(self.roster.dim)
         acc = np.zeros(self.roster.dim, dtype=np.uint32)
         inside = set(self._users)
+        seeds: list[tuple[bytes, int]] = []
         for u in sorted(self._users):
-            st = self._users[u]
             np.add(acc, vecs[u], out=acc)
-            expander.add(acc, self_mask_seed(st.b, self.run_id, self.round_id, u))
-            for v in st.masked_with:
-                if v in inside:
-                    continue
-                seed = self._pair_seed(st, v)
-                if pair_sign(u, v) > 0:
-                    expander.add(acc, seed)
-                else:
-                    expander.subtract(acc, seed)
+            seeds += self._mask_seeds(u, skip=inside)
+        apply_masks(acc, seeds)  # one fused pass over acc for every mask of the cohort
         self.stage = "unmask"
         return MaskedInput(tuple(sorted(self._users)), acc)
 

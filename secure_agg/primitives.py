@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Sequence
 
 import numpy as np
 from cryptography.hazmat.primitives import hashes
@@ -127,6 +128,55 @@ class MaskExpander:
         np.subtract(acc, self.keystream(seed), out=acc)
 
 
+#: uint32 coordinates per block in ``apply_masks``: 64 kB of keystream stays in the CPU cache.
+MASK_BLOCK = 1 << 14
+
+
+def apply_masks(
+    acc: np.ndarray, seeds: Sequence[tuple[bytes, int]], *, block: int = MASK_BLOCK
+) -> np.ndarray:
+    """acc += sum_i sign_i * PRG(seed_i) mod 2^32, in place; returns ``acc``.
+
+    PRG(seed) is the AES-256-CTR keystream of ``MaskExpander.keystream`` (bit-identical: CTR
+    mode continues across ``update`` calls). All keystreams advance together one block at a time,
+    so each block of ``acc`` is read and written while it is in cache, instead of streaming the
+    whole vector through memory once per seed.
+
+    Parameters
+    ----------
+    acc : np.ndarray[uint32], shape (d,)
+        Contiguous accumulator, modified in place.
+    seeds : sequence of (bytes, int)
+        32-byte AES keys with sign +1 (add) or -1 (subtract).
+    block : int, default MASK_BLOCK
+        Coordinates per step.
+    """
+    if acc.dtype != np.uint32 or acc.ndim != 1 or not acc.flags.c_contiguous:
+        raise SecAggError(f"mask accumulator must be contiguous uint32[d], got {acc.dtype}{list(acc.shape)}")
+    streams = []
+    for seed, sign in seeds:
+        if len(seed) != SEED_BYTES:
+            raise SecAggError(f"mask seed must be {SEED_BYTES} bytes, got {len(seed)}")
+        if sign not in (1, -1):
+            raise SecAggError(f"mask sign must be +1 or -1, got {sign}")
+        enc = Cipher(algorithms.AES(seed), modes.CTR(_ZERO_IV)).encryptor()
+        streams.append((enc, np.add if sign > 0 else np.subtract))
+    if not streams:
+        return acc
+    d = len(acc)
+    block = max(1, min(block, d))
+    zeros = memoryview(bytes(4 * block))
+    buf = bytearray(4 * block + 15)  # update_into needs block_size - 1 bytes of slack
+    for a in range(0, d, block):
+        n = min(block, d - a)
+        part = acc[a : a + n]
+        ks = np.frombuffer(buf, dtype="<u4", count=n)
+        for enc, op in streams:
+            enc.update_into(zeros[: 4 * n], buf)
+            op(part, ks, out=part)
+    return acc
+
+
 def expand_mask(seed: bytes, d: int) -> np.ndarray:
     """PRG(seed) as a fresh uint32[d] array (AES-256-CTR keystream, little-endian words)."""
     return MaskExpander(d).keystream(seed).astype(np.uint32, copy=True)
@@ -139,12 +189,23 @@ class CtrDrbg:
     recompute and check it; never used for secrets.
     """
 
+    _CHUNK = 4096  # keystream bytes drawn per AES call; the output does not depend on it
+
     def __init__(self, seed: bytes, label: str) -> None:
         key = hkdf(seed, _DOMAIN + b"drbg/" + label.encode())
         self._enc = Cipher(algorithms.AES(key), modes.CTR(_ZERO_IV)).encryptor()
+        self._buf = b""
+        self._pos = 0
 
     def randbytes(self, n: int) -> bytes:
-        return self._enc.update(bytes(n))
+        """The next ``n`` bytes of the keystream (buffered, so many small draws stay cheap)."""
+        if self._pos + n > len(self._buf):
+            rest = self._buf[self._pos :]
+            self._buf = rest + self._enc.update(bytes(max(self._CHUNK, n - len(rest))))
+            self._pos = 0
+        out = self._buf[self._pos : self._pos + n]
+        self._pos += n
+        return out
 
     def randbelow(self, n: int) -> int:
         """Uniform integer in [0, n) by rejection sampling on 64-bit draws."""

@@ -23,7 +23,7 @@ from secure_agg.messages import (
     UnmaskRequest,
     UnmaskResponse,
 )
-from secure_agg.primitives import MaskExpander, pair_mask_seed, public_bytes, self_mask_seed
+from secure_agg.primitives import apply_masks, pair_mask_seed, public_bytes, self_mask_seed
 from secure_agg.protocol import check_commitment, normalise_run_id
 from secure_agg.shamir import combine, decode_share
 
@@ -302,12 +302,12 @@ class SecAggServer:
                     )
 
         acc = self._sum
-        expander = MaskExpander(self.dim)
+        seeds: list[tuple[bytes, int]] = []
         for u in sorted(survivors):
             b_u = combine(b_shares[u], self.t, SECRET_BYTES)
             if not check_commitment(b_u, self._commits[u], self.run_id, self.round_id, u):
                 raise self._abort(f"reconstructed b of user {u} does not match its commitment")
-            expander.subtract(acc, self_mask_seed(b_u, self.run_id, self.round_id, u))
+            seeds.append((self_mask_seed(b_u, self.run_id, self.round_id, u), -1))
         for d in sorted(dropped):
             raw = combine(sk_shares[d], self.t, SECRET_BYTES)
             sk = X25519PrivateKey.from_private_bytes(raw)
@@ -318,10 +318,8 @@ class SecAggServer:
                     continue
                 seed = pair_mask_seed(sk, roster.s_pks[v], self.run_id, self.round_id, d, v)
                 # survivor v added +PRG(s_vd) if d > v, else subtracted it: undo that
-                if d > v:
-                    expander.subtract(acc, seed)
-                else:
-                    expander.add(acc, seed)
+                seeds.append((seed, -1 if d > v else 1))
+        apply_masks(acc, seeds)  # all of it only once every secret checked out
         self.counts["recovered"] = len(dropped)  # users whose pairwise masks were rebuilt from shares
         self.stage = "done"
         self._sum = None

@@ -24,3 +24,17 @@ def test_bench_secagg_quick_writes_json(tmp_path, capsys):
         assert r["fedrec"]["survivors"] == r["n"] - round(r["dropout"] * r["n"])
         assert set(r["ratios"]) == {"fedrec_vs_floor", "fedrec_vs_plain", "flower_vs_fedrec", "fedrec_masking_vs_floor"}
     assert "Flower / fedrec" in capsys.readouterr().out
+
+
+def test_bench_secagg_round_inprocess_measures_cpu_per_round(tmp_path, capsys):
+    out = tmp_path / "round.json"
+    main(["bench", "secagg", "--quick", "--round-only", "--round-inprocess", "--json", str(out)])
+    res = json.loads(out.read_text())
+    assert res["results"] == [] and res["command"].endswith("--quick --round-inprocess --round-only")
+    rd = res["round"]
+    assert rd["clock"] == "process_time" and rd["rounds"] == 3
+    for mode in ("off", "on"):
+        assert len(rd[mode]["cpu_seconds"]) == 3 and all(c > 0 for c in rd[mode]["cpu_seconds"])
+        assert rd[mode]["users"] == [20, 20, 20]  # every round trained (and, on, unmasked) 20 users
+    assert rd["overhead"] == rd["on"]["median_cpu_seconds"] / rd["off"]["median_cpu_seconds"] - 1
+    assert "in-process round loop" in capsys.readouterr().out

@@ -16,8 +16,15 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from secure_agg import ClientCohort, SecAggConfig, SecAggError, SecAggServer, expand_mask
-from secure_agg.graph import build_graph
-from secure_agg.primitives import MaskExpander, pair_mask_seed, public_bytes, self_mask_seed
+from secure_agg.graph import NeighbourGraph, build_graph
+from secure_agg.primitives import (
+    CtrDrbg,
+    MaskExpander,
+    apply_masks,
+    pair_mask_seed,
+    public_bytes,
+    self_mask_seed,
+)
 from secure_agg.shamir import (
     PRIME,
     combine,
@@ -49,6 +56,36 @@ def test_expander_reuses_buffers_but_is_deterministic():
     np.testing.assert_array_equal(ex.keystream(b"\x01" * 32), a)
     with pytest.raises(SecAggError, match="32 bytes"):
         ex.keystream(b"short")
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    d=st.integers(1, 3000),
+    block=st.integers(1, 700),
+    signs=st.lists(st.sampled_from([1, -1]), min_size=0, max_size=6),
+    data=st.data(),
+)
+def test_apply_masks_equals_one_keystream_at_a_time(d, block, signs, data):
+    # the fused, blocked pass must be bit-identical to expanding each mask whole and adding it
+    seeds = [data.draw(st.binary(min_size=32, max_size=32)) for _ in signs]
+    start = np.frombuffer(data.draw(st.binary(min_size=4 * d, max_size=4 * d)), np.uint32).copy()
+    want = start.copy()
+    ex = MaskExpander(d)
+    for seed, sign in zip(seeds, signs, strict=True):
+        (ex.add if sign > 0 else ex.subtract)(want, seed)
+    got = apply_masks(start.copy(), list(zip(seeds, signs, strict=True)), block=block)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_apply_masks_rejects_bad_input():
+    with pytest.raises(SecAggError, match="contiguous uint32"):
+        apply_masks(np.zeros(4, np.int64), [(bytes(32), 1)])
+    with pytest.raises(SecAggError, match="contiguous uint32"):
+        apply_masks(np.zeros(8, np.uint32)[::2], [(bytes(32), 1)])
+    with pytest.raises(SecAggError, match="32 bytes"):
+        apply_masks(np.zeros(4, np.uint32), [(bytes(16), 1)])
+    with pytest.raises(SecAggError, match="sign"):
+        apply_masks(np.zeros(4, np.uint32), [(bytes(32), 0)])
 
 
 def test_pair_seed_symmetric_and_bound_to_round():
@@ -236,3 +273,42 @@ def test_graph_is_regular_symmetric_and_seeded(n, k):
 def test_graph_none_is_complete():
     g = build_graph([3, 1, 2], None, bytes(32))
     assert g == {1: (2, 3), 2: (1, 3), 3: (1, 2)}
+
+
+def _reference_graph(users, k, seed):
+    """The original whole-graph construction (edges added from both ends), for comparison."""
+    from secure_agg.config import graph_degree
+
+    users = sorted(set(users))
+    n = len(users)
+    if k is None or graph_degree(n, k) >= n - 1:
+        return {u: tuple(v for v in users if v != u) for u in users}
+    deg = graph_degree(n, k)
+    order = CtrDrbg(seed, "neighbour-graph").permutation(users)
+    adj = {u: set() for u in users}
+    offsets = [*range(1, deg // 2 + 1), *([n // 2] if deg % 2 else [])]
+    for i, u in enumerate(order):
+        for off in offsets:
+            adj[u].add(order[(i + off) % n])
+            adj[order[(i + off) % n]].add(u)
+    return {u: tuple(sorted(adj[u])) for u in users}
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(2, 80), k=st.one_of(st.none(), st.integers(1, 90)),
+       seed=st.binary(min_size=32, max_size=32))  # fmt: skip
+def test_per_user_neighbourhood_equals_whole_graph(n, k, seed):
+    users = random.Random(n).sample(range(10_000), n)
+    graph = NeighbourGraph(users, k, seed)
+    ref = _reference_graph(users, k, seed)
+    assert {u: graph.of(u) for u in users} == ref
+    assert all(len(nb) == graph.degree for nb in ref.values())
+    with pytest.raises(KeyError):
+        graph.of(10_001)
+
+
+def test_drbg_stream_does_not_depend_on_draw_sizes():
+    whole = CtrDrbg(b"\x01" * 32, "x").randbytes(10_000)
+    d = CtrDrbg(b"\x01" * 32, "x")
+    parts = b"".join(d.randbytes(m) for m in [1, 8, 4095, 3, 5000, 893])
+    assert parts == whole[: len(parts)] and len(parts) == 10_000

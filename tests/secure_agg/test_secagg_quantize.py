@@ -16,6 +16,7 @@ from secure_agg import (
     dequantize,
     pack_weighted,
     quantize,
+    quantize_rows,
     unpack_weighted,
     weighted_mean,
 )
@@ -87,16 +88,20 @@ def test_dequantize_refuses_more_users_than_n_max():
     sigma=st.sampled_from([0.0, 0.01, 0.3]),
     n_max=st.sampled_from([30, 1000, 10_000]),
     seed=st.integers(0, 2**32 - 1),
+    dtype=st.sampled_from([np.float64, np.float32]),
+    scale=st.sampled_from([1.5, 1e-4]),
 )
-def test_dequantised_sum_within_error_bound(n, d, sigma, n_max, seed):
+def test_dequantised_sum_within_error_bound(n, d, sigma, n_max, seed, dtype, scale):
+    # n_max = 30 gives L > 2^24 levels (quantize's int64 path), the others L < 2^24 (float32 path)
     cfg = QuantizationConfig(clip_bound=1.0, noise_std=sigma, n_max=n_max).validate()
     rng = np.random.default_rng(seed)
-    x = rng.uniform(-1.5 * cfg.r, 1.5 * cfg.r, size=(n, d))
+    x = rng.uniform(-scale * cfg.r, scale * cfg.r, size=(n, d)).astype(dtype)
     q, n_clipped = quantize(x, cfg, rng)
+    assert q.dtype == np.uint32 and q.shape == x.shape and int(q.max()) <= cfg.levels
     assert n_clipped == int((np.abs(x) > cfg.r).sum())
     total = q.sum(axis=0, dtype=np.uint32)
     got = dequantize(total, n, cfg)
-    want = np.clip(x, -cfg.r, cfg.r).sum(axis=0)
+    want = np.clip(x.astype(np.float64), -cfg.r, cfg.r).sum(axis=0)
     bound, _ = cfg.error_bound(n)
     assert np.all(np.abs(got - want) <= bound * (1 + 1e-9) + 1e-9)
 
@@ -108,6 +113,31 @@ def test_stochastic_rounding_is_unbiased():
     q, _ = quantize(x, cfg, np.random.default_rng(2))
     # each value is -r or +r; the mean must still be 0.3
     assert abs(float((q * 2.0 - 1.0).mean()) - 0.3) < 0.01
+
+
+def test_float32_quantisation_is_unbiased_for_small_values():
+    # values far below one level: only stochastic rounding carries them, and the float32
+    # arithmetic must not bias it (the offset L / 2 is added after rounding, exactly)
+    cfg = QuantizationConfig(clip_bound=1.0, n_max=1000).validate()
+    v = 0.37 * cfg.step
+    q, _ = quantize(np.full(400_000, v, np.float32), cfg, np.random.default_rng(3))
+    # E[q] = v * s + L / 2 = 0.37 + L / 2; the sd of the mean is ~0.0008
+    assert abs(float(q.astype(np.float64).mean()) - cfg.levels / 2 - 0.37) < 0.005
+
+
+def test_quantize_rows_equals_packed_quantize():
+    cfg = QuantizationConfig(clip_bound=1.0, noise_std=0.1, n_max=500).validate()
+    rng = np.random.default_rng(4)
+    vals = rng.normal(0, 0.3, (5, 70_000)).astype(np.float32)  # wider than one QUANT_BLOCK
+    w = rng.uniform(0, 1, 5)
+    a, na = quantize_rows(vals, w, cfg, np.random.default_rng(9))
+    # float32 x * s is the float64 product (exact) rounded once: the same bits either way
+    packed = np.concatenate([vals.astype(np.float64), w[:, None]], axis=1)
+    c, nc = quantize(packed, cfg, np.random.default_rng(9), weighted=True)
+    np.testing.assert_array_equal(a, c)
+    assert na == nc
+    with pytest.raises(QuantizationError, match="shape"):
+        quantize_rows(vals, w[:3], cfg, rng)
 
 
 def test_quantize_refuses_nan_and_bad_weights():
