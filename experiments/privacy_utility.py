@@ -81,6 +81,7 @@ def plot_privacy_utility(groups: list[dict[str, Any]], out: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     pts = [g for g in groups if g["hr@10"] is not None]
     finite = [g["epsilon"] for g in pts if math.isfinite(g["epsilon"])]
@@ -92,6 +93,9 @@ def plot_privacy_utility(groups: list[dict[str, Any]], out: Path) -> None:
         label = f"z={g['z']:g}" + ("" if math.isfinite(g["epsilon"]) else " (eps=inf)")
         ax.annotate(label, (x, g["hr@10"]), textcoords="offset points", xytext=(4, 4), fontsize=7)
     ax.set_xscale("log")
+    ticks = sorted({g["epsilon"] if math.isfinite(g["epsilon"]) else inf_x for g in pts})
+    ax.set_xticks(ticks, ["inf" if t == inf_x and t not in finite else f"{t:.3g}" for t in ticks])
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("epsilon (user level)")
     ax.set_ylabel("HR@10 (mean ± sd over seeds)")
     ax.grid(alpha=0.3)
