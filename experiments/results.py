@@ -102,12 +102,17 @@ def run(args: argparse.Namespace) -> None:
     from experiments.robustness import write_robustness
 
     robust_md = write_robustness(rows, root, out)  # strategy x attack x f pivot, when attacks ran
+    from experiments.privacy_utility import write_privacy_utility
+
+    dp_md = write_privacy_utility(rows, root, out)  # z rows, mean ± sd over seeds, when DP runs are present
     if args.json:
         Path(args.json).write_text(json.dumps([{k: v for k, v in r.items() if k != "_per_round"} for r in rows],
                                               indent=2, default=float))  # fmt: skip
     print(md)
     if robust_md:
         print(robust_md)
+    if dp_md:
+        print(dp_md)
     print(f"wrote {out / 'results.md'}, results.csv, results.png")
 
 

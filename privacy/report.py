@@ -215,14 +215,18 @@ def build_privacy_report(
     worst = ledger.worst_case_epsilon(min(zs), d, accountant=mechanism) if counts.max() > 0 else 0.0
     checkpoints = _checkpoints(total)
 
+    everyone = min(qs) >= 1.0  # q = 1: every user in every round, nothing to amplify
+    sampling = "every user in every round (q=1)" if everyone else f"Poisson sampling {_spread(qs, 'q')}"
     guarantee = (
-        f"After {total} rounds with Poisson sampling {_spread(qs, 'q')}, noise "
+        f"After {total} rounds with {sampling}, noise "
         f"{_spread(zs, 'z')}, every user's participation is ({_fmt(reported)}, {d:.3g})-DP "
         f"at user level ({mechanism.upper()} accountant, add/remove one user's data, "
         f"for anyone observing the released models)."
     )
     server_note = (
-        "Amplification by sampling assumes the observer does not know who was sampled; "
+        f"No sampling (q=1), so no amplification: the server's view is the same, epsilon {_fmt(worst)}."
+        if everyone
+        else "Amplification by sampling assumes the observer does not know who was sampled; "
         "against the server, which chose the sample, a user who took part in "
         f"{ledger.max_participations or int(counts.max())} rounds has epsilon "
         f"{_fmt(worst)} (no amplification, z={min(zs):g})."

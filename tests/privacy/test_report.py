@@ -52,6 +52,15 @@ def test_report_writes_three_files(tmp_path):
     assert rep["guarantee"] in md and "privacy_report.png" in md
 
 
+def test_report_full_participation_has_no_amplification(tmp_path):
+    ledger, acc = _run(population=50, rounds=4, q=1.0, z=1.2)
+    rep = build_privacy_report(ledger.state_dict(), acc.state_dict(), 50, None, tmp_path, max_prv_points=2)
+    assert rep["guarantee"].startswith("After 4 rounds with every user in every round (q=1), noise z=1.2,")
+    assert rep["server_view"].startswith("No sampling (q=1), so no amplification")
+    # Without sampling the server's view and the released models' are the same Gaussian mechanism.
+    assert rep["epsilon"] == pytest.approx(ledger.worst_case_epsilon(1.2, 50**-1.1, accountant="rdp"), rel=1e-6)
+
+
 def test_report_with_no_rounds(tmp_path):
     rep = build_privacy_report(
         ParticipationLedger(10).state_dict(), PrivacyAccountant().state_dict(), 10, 1e-3, tmp_path
