@@ -91,8 +91,9 @@ def synthetic_catalogue_recommender(rec, n_items: int, seed: int = 0):
     if "collaborative" in st:
         a = copy.copy(st["collaborative"])
         a.item_factors = tile(a.item_factors)
-        if hasattr(a, "_yty"):
-            del a._yty
+        if a.bm25_idf is not None:
+            a.bm25_idf = np.tile(a.bm25_idf, reps)[:n_items]
+        a._solver = None  # the fold-in solver holds the item factors it was built with
         st["collaborative"] = a
     if "gnn" in st:
         g = copy.copy(st["gnn"])

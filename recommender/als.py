@@ -55,7 +55,7 @@ class ALSConfig:
     grid_factors: list[int] = field(default_factory=lambda: [32, 64])
     grid_regularization: list[float] = field(default_factory=lambda: [0.1])
     grid_alpha: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
-    grid_weighting: list[str] = field(default_factory=lambda: ["none", "bm25(100,0.8)", "bm25(1.2,0.75)"])
+    grid_weighting: list[str] = field(default_factory=lambda: ["none", "bm25(100,0.8)"])
     repeats: int = 2
     threads: int = 0
 
