@@ -125,7 +125,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def add_commands(subparsers) -> None:
-    """Register ``recommend``, ``evaluate-recommender`` and ``recommender-reference-run``."""
+    """Register ``recommend``, ``evaluate-recommender``, ``recommender-reference-run``, ``summarize-recommender``."""
     p = subparsers.add_parser("recommend", help="recommend for a user id or a watch history")
     _common(p)
     who = p.add_mutually_exclusive_group(required=True)
@@ -149,6 +149,10 @@ def add_commands(subparsers) -> None:
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_reference_run)
+
+    from experiments.hybrid_summary import add_command
+
+    add_command(subparsers)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -87,6 +87,7 @@ class HybridConfig:
             raise RecommenderError(f"recommender.strategies has unknown {bad}: choose from {list(STRATEGIES)}")
         if not 0.0 <= self.mmr_lambda <= 1.0:
             raise RecommenderError(f"recommender.mmr_lambda={self.mmr_lambda} must lie in [0, 1]")
+        self.als.validate()
         self.gnn.validate()
 
 
@@ -260,7 +261,8 @@ class HybridRecommender:
             if als_params:
                 als_cfg = dataclasses.replace(cfg.als, tune=False, factors=int(als_params["factors"]),
                                               regularization=float(als_params["regularization"]),
-                                              alpha=float(als_params["alpha"]))  # fmt: skip
+                                              alpha=float(als_params["alpha"]),
+                                              weighting=str(als_params.get("weighting", "none")))  # fmt: skip
             state = cached("als", dataclasses.asdict(als_cfg),
                            lambda: CollaborativeALS(als_cfg, cfg.seed).fit(split).state())  # fmt: skip
             strategies["collaborative"] = CollaborativeALS.from_state(state, als_cfg)

@@ -1,0 +1,102 @@
+"""Summarise several ``evaluate-recommender`` JSON results (one per seed): mean ± sd and per seed."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+K = 10
+
+
+def _row(r: dict) -> dict[str, float]:
+    if "full" in r:
+        f, s = r["full"], r["sampled"]
+        return {"full_hr@10": f[f"hr@{K}"], "full_ndcg@10": f[f"ndcg@{K}"], "sampled_hr@10": s[f"hr@{K}"],
+                "sampled_ndcg@10": s[f"ndcg@{K}"], "coverage@10": f[f"coverage@{K}"], "ild@10": r["ild@10"]}  # fmt: skip
+    m = r["lists"]
+    return {"full_hr@10": m[f"hr@{K}"], "full_ndcg@10": m[f"ndcg@{K}"], "coverage@10": m[f"coverage@{K}"],
+            "ild@10": m["ild@10"]}  # fmt: skip
+
+
+def summarize(results: list[dict]) -> dict:
+    """Mean and sample sd over seeds of every list's test metrics, plus a per-seed digest.
+
+    Parameters
+    ----------
+    results : list of dict
+        ``evaluate-recommender`` outputs (``recommender.evaluate_hybrid.evaluate``), one per seed.
+
+    Returns
+    -------
+    dict
+        ``lists``: name -> metric -> {"mean", "sd", "values"}; ``per_seed``: seed, model version,
+        tuned ALS parameters, ALS and fused NDCG@10, fused vs best single (%), learned weights;
+        ``fused_vs_best_single_pct``: mean and sd of the per-seed margins.
+    """
+    names = list(results[0]["test"])
+    lists: dict[str, dict] = {}
+    for n in names:
+        rows = [_row(r["test"][n]) for r in results]
+        lists[n] = {m: {"mean": float(np.mean(v)), "sd": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0,
+                        "values": v}
+                    for m in rows[0] for v in [[float(x[m]) for x in rows]]}  # fmt: skip
+    per_seed = []
+    for r in results:
+        t = r["test"]
+        per_seed.append({"seed": r["seed"], "model_version": r["model_version"], "als_params": r["als_params"],
+                         "als_ndcg@10": t["collaborative"]["full"][f"ndcg@{K}"] if "collaborative" in t else None,
+                         "best_single": r["best_single"],
+                         "best_single_ndcg@10": t[r["best_single"]]["full"][f"ndcg@{K}"],
+                         "fused_learned_ndcg@10": t["fused_learned"]["full"][f"ndcg@{K}"],
+                         "fused_vs_best_single_pct": r["fused_vs_best_single_pct"],
+                         "weights_learned": r["weights_learned"]})  # fmt: skip
+    margins = [p["fused_vs_best_single_pct"] for p in per_seed]
+    return {"lists": lists, "per_seed": per_seed,
+            "fused_vs_best_single_pct": {"mean": float(np.mean(margins)),
+                                         "sd": float(np.std(margins, ddof=1)) if len(margins) > 1 else 0.0}}  # fmt: skip
+
+
+def cmd_summarize(args: argparse.Namespace) -> int:
+    """``fedrec summarize-recommender EVAL.json ... [--json PATH]``."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=None if Console().is_terminal else 200)
+    res = summarize([json.loads(Path(p).read_text()) for p in args.results])
+    cols = ("full_hr@10", "full_ndcg@10", "sampled_hr@10", "sampled_ndcg@10", "coverage@10", "ild@10")
+    t = Table(title=f"Test metrics, mean ± sd over {len(args.results)} seeds")
+    t.add_column("list")
+    for c in cols:
+        t.add_column(c, justify="right")
+    for n, m in res["lists"].items():
+        t.add_row(n, *(f"{m[c]['mean']:.4f} ± {m[c]['sd']:.4f}" if c in m else "-" for c in cols))
+    console.print(t)
+    p = Table(title="Per seed")
+    for c in ("seed", "model", "tuned ALS", "ALS NDCG@10", "fused learned", "vs best single", "learned weights"):
+        p.add_column(c)
+    for s in res["per_seed"]:
+        als = s["als_params"] or {}
+        p.add_row(str(s["seed"]), f"v{s['model_version']}",
+                  ", ".join(f"{k}={als[k]}" for k in ("weighting", "factors", "regularization", "alpha") if k in als),
+                  f"{s['als_ndcg@10']:.4f}" if s["als_ndcg@10"] is not None else "-",
+                  f"{s['fused_learned_ndcg@10']:.4f}", f"{s['fused_vs_best_single_pct']:+.1f}% ({s['best_single']})",
+                  " ".join(f"{k} {v:.2f}" for k, v in s["weights_learned"].items()))  # fmt: skip
+    console.print(p)
+    mg = res["fused_vs_best_single_pct"]
+    console.print(f"fused (learned) vs best single strategy: {mg['mean']:+.1f}% ± {mg['sd']:.1f} NDCG@10")
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=1))
+        console.print(f"wrote {args.json}")
+    return 0
+
+
+def add_command(subparsers) -> None:
+    """Register ``fedrec summarize-recommender``."""
+    p = subparsers.add_parser("summarize-recommender",
+                              help="mean ± sd over seeds of evaluate-recommender JSON results")  # fmt: skip
+    p.add_argument("results", nargs="+", help="evaluate-recommender --json outputs, one per seed")
+    p.add_argument("--json", default=None, help="write the summary as JSON")
+    p.set_defaults(func=cmd_summarize)
