@@ -348,6 +348,8 @@ def generate_synthetic(
     latent factors x, y ~ N(0, 1/k), via the Gumbel top-k trick (vectorised per chunk of users).
     Genres follow the latent factors, ratings the affinity; timestamps increase per user.
     ``exact_interactions > 0`` gives every user exactly that many interactions instead.
+    ``chunk`` users share one block of random draws (it fixes the population); ``block`` rows of
+    float64 temporaries are alive at once (memory only: any ``block`` gives the same population).
 
     Returns
     -------
