@@ -74,15 +74,15 @@ def process_chunk(
     factor = torch.as_tensor(weights, dtype=torch.float64)
     if p.mode != "off":
         factor = factor * clip_factors(norms, p.clip_norm)
-    scaled = delta.scale(factor.to(delta.mlp_delta.dtype))
+    factor = factor.to(delta.mlp_delta.dtype)
     m_min = p.resolved_min_survivors(cfg.data.population) if p.mode != "off" else 1
     std = noise_std(p.mode, p.noise_multiplier, p.clip_norm, m_min) if p.mode != "off" else 0.0
     if std > 0 or individual:
-        dense = scaled.dense(shape)
+        dense = delta.scale(factor).dense(shape)
         if std > 0:
             dense += torch.randn(dense.shape, generator=generator, dtype=dense.dtype) * std
         out = dense if individual else dense.sum(0, dtype=torch.float64)
     else:
         out = torch.zeros(shape.shared_dim, dtype=torch.float64)
-        scaled.sum_into(out, shape)
+        delta.sum_into(out, shape, factor)  # weighted on the fly: no scaled copy of the rows
     return ChunkContribution(out, float(weights.sum()), norms.numpy())

@@ -87,10 +87,12 @@ class PrivateStore:
         same_users = rec is not None and rec["users"].numpy().shape == users.shape \
             and bool((rec["users"].numpy() == users).all())  # fmt: skip
         versions = {r: f for r, f in state_versions(self.disk).items() if r <= limit} if self.disk else {}
-        self.matrix = initial_private(users, shape, seed)
         if same_users and rec_round <= limit and rec_round >= max(versions, default=0):
+            # the common case: the state this process wrote last round (no fresh start drawn)
             self.matrix, self.loaded_round = rec["emb"].numpy().copy(), rec_round
-        elif versions:
+            return
+        self.matrix = initial_private(users, shape, seed)
+        if versions:
             # Context.state is ahead of the wanted round (a resumed server) or gone (a restarted node).
             self.loaded_round = max(versions)
             saved = np.load(versions[self.loaded_round])

@@ -4,6 +4,9 @@ W1: NeuMF f=32, 1,682 items, 100 training positives per user with 4 negatives ea
 batch 32, SGD lr 0.05, FedAvg. Every measurement runs in its own process (so its peak RSS, summed
 over the process tree including the simulation engine's workers, is its own), the two frameworks
 alternate within one invocation, and results are reported as ratios measured in the same run.
+With ``--sa-dp`` every cell also runs fedrec with secure aggregation and distributed DP on (Poisson
+sampling at rate users_per_round / population, so the expected cohort is the same), alternating
+with the run that has both off, and reports the ratio of their seconds per round.
 """
 
 from __future__ import annotations
@@ -27,9 +30,15 @@ W1_OVERRIDES = [
     "strategy.server_optimizer=sgd", "strategy.item_aggregation=mean", "simulation.eval_every=0",
 ]  # fmt: skip
 DEFAULT_GRID = ((1000, 100), (1000, 1000), (10000, 1000))
+MODES = ("fedrec", "stock", "sa_dp")
 # Stock Flower's per-round cost measured here grows ~linearly with users per round (about 45 ms per
 # user per round on this 2-core machine); a run predicted above the limit is skipped and said so.
 STOCK_SECONDS_PER_USER = 0.045
+
+
+def sa_dp_overrides(population: int, per_round: int) -> list[str]:
+    """Secure aggregation + distributed DP on the same workload: Poisson rate = per_round / population."""
+    return ["secure_agg=on", "privacy=distributed", f"privacy.sample_rate={min(1.0, per_round / population):g}"]
 
 
 def _worker(args: argparse.Namespace) -> None:
@@ -163,16 +172,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         predicted = STOCK_SECONDS_PER_USER * per_round * args.rounds + 0.02 * population \
             + 4e-6 * population**2 * args.rounds
         for rep in range(args.repeats):
-            for mode in ("fedrec", "stock"):  # alternate the two frameworks
+            for mode in MODES:  # alternate the frameworks (and fedrec with SA + DP on)
+                if mode == "sa_dp" and not args.sa_dp:
+                    continue
                 if mode == "stock" and (args.no_stock or predicted > args.stock_limit):
                     row["stock"] = {"skipped": f"predicted {predicted:.0f}s > limit {args.stock_limit:.0f}s"
                                     if not args.no_stock else "--no-stock"}  # fmt: skip
                     continue
                 console.print(f"[bold]{mode}[/] population={population} per_round={per_round} repeat={rep + 1}")
-                res = _measure(mode, population, per_round, args.rounds, args.nodes, args.extra,
-                               timeout=max(args.stock_limit * 1.5, 900))  # fmt: skip
+                extra = [*args.extra, *sa_dp_overrides(population, per_round)] if mode == "sa_dp" else args.extra
+                res = _measure("stock" if mode == "stock" else "fedrec", population, per_round, args.rounds,
+                               args.nodes, extra, timeout=max(args.stock_limit * 1.5, 900))  # fmt: skip
                 row.setdefault(f"{mode}_runs", []).append(res)
-        for mode in ("fedrec", "stock"):
+        for mode in MODES:
             runs = [r for r in row.pop(f"{mode}_runs", []) if "error" not in r]
             if runs:
                 row[mode] = {
@@ -182,18 +194,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     "peak_rss_gib": max(r["peak_rss_gib"] for r in runs),
                     "peak_pss_gib": max(r["peak_pss_gib"] for r in runs),
                 }
-            elif mode not in row:
+            elif mode not in row and (mode != "sa_dp" or args.sa_dp):
                 row[mode] = {"error": "all runs failed"}
         f, s = row.get("fedrec", {}), row.get("stock", {})
         if "median_round_seconds" in f and "median_round_seconds" in s:
             row["speedup"] = s["median_round_seconds"] / f["median_round_seconds"]
             row["memory_ratio"] = s["peak_rss_gib"] / f["peak_rss_gib"]
+        if "median_round_seconds" in f and "median_round_seconds" in row.get("sa_dp", {}):
+            row["sa_dp_ratio"] = row["sa_dp"]["median_round_seconds"] / f["median_round_seconds"]
         rows.append(row)
 
     table = Table(title="W1: seconds per round (median of rounds 2+), start-up, peak RSS of the process tree")
     for col in ("population", "users/round", "fedrec s/round", "stock s/round", "speedup",
                 "fedrec start-up+r1 s", "stock start-up+r1 s", "fedrec peak RSS/PSS GiB",
-                "stock peak RSS/PSS GiB"):  # fmt: skip
+                "stock peak RSS/PSS GiB", *(("SA+DP s/round", "SA+DP / off") if args.sa_dp else ())):  # fmt: skip
         table.add_column(col, justify="right")
 
     def g(d: dict, k: str, fmt: str = "{:.2f}") -> str:
@@ -204,7 +218,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         table.add_row(str(r["population"]), str(r["per_round"]), g(f, "median_round_seconds"),
                       g(s, "median_round_seconds"), f"{r['speedup']:.1f}x" if "speedup" in r else "-",
                       g(f, "startup_plus_round1"), g(s, "startup_plus_round1"),
-                      f"{g(f, 'peak_rss_gib')}/{g(f, 'peak_pss_gib')}", f"{g(s, 'peak_rss_gib')}/{g(s, 'peak_pss_gib')}")  # fmt: skip
+                      f"{g(f, 'peak_rss_gib')}/{g(f, 'peak_pss_gib')}", f"{g(s, 'peak_rss_gib')}/{g(s, 'peak_pss_gib')}",
+                      *((g(r.get("sa_dp", {}), "median_round_seconds"),
+                         f"{r['sa_dp_ratio']:.2f}x" if "sa_dp_ratio" in r else "-") if args.sa_dp else ()))  # fmt: skip
     Console().print(table)
     result = {"workload": "W1", "rounds": args.rounds, "nodes": args.nodes, "extra_overrides": args.extra,
               "cpus": os.cpu_count(), "rows": rows}  # fmt: skip
@@ -222,6 +238,8 @@ def add_bench_command(bench_sub) -> None:
     p.add_argument("--nodes", type=int, default=os.cpu_count() or 2, help="fedrec nodes (cohorts)")
     p.add_argument("--stock-limit", type=float, default=600.0, help="skip stock Flower above this many seconds")
     p.add_argument("--no-stock", action="store_true", help="measure fedrec only")
+    p.add_argument("--sa-dp", action="store_true", help="also run fedrec with secure aggregation and distributed "
+                   "DP on (same workload, alternating) and report the ratio to both off")  # fmt: skip
     p.add_argument("--ml100k-paths", action="store_true",
                    help="instead: the default ML-100K simulation, cohort trainer vs sequential path")
     p.add_argument("--json", default=None, help="write the results here")

@@ -21,11 +21,12 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
-from opacus.accountants import PRVAccountant, RDPAccountant
-from opacus.accountants.analysis import rdp as opacus_rdp
-from opacus.accountants.utils import get_noise_multiplier
 
 from privacy.errors import PrivacyError
+
+# Opacus is imported where it is used, not here: importing it pulls in scipy.stats and
+# torch.distributed (~110 MB of RSS and seconds of start-up), and every simulated node imports this
+# package through the config schema without ever accounting.
 
 __all__ = [
     "HistoryEntry",
@@ -47,7 +48,20 @@ logger = logging.getLogger(__name__)
 HistoryEntry = tuple[float, float, int]
 """``(noise_multiplier, sample_rate, steps)``, as in Opacus."""
 
-DEFAULT_ALPHAS: tuple[float, ...] = tuple(float(a) for a in RDPAccountant.DEFAULT_ALPHAS)
+
+
+@lru_cache(maxsize=1)
+def _default_alphas() -> tuple[float, ...]:
+    """Opacus's default RDP orders (``RDPAccountant.DEFAULT_ALPHAS``)."""
+    from opacus.accountants import RDPAccountant
+
+    return tuple(float(a) for a in RDPAccountant.DEFAULT_ALPHAS)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "DEFAULT_ALPHAS":  # module attribute, resolved on first use (see the imports above)
+        return _default_alphas()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # --------------------------------------------------------------------------- history helpers
@@ -120,6 +134,8 @@ def _rdp_one_step(
     noise_multiplier: float, sample_rate: float, alphas: tuple[float, ...]
 ) -> np.ndarray:
     """Opacus ``compute_rdp`` for one step, cached: it costs ~0.1 s per (z, q) pair."""
+    from opacus.accountants.analysis import rdp as opacus_rdp
+
     rdp = np.asarray(
         opacus_rdp.compute_rdp(
             q=sample_rate, noise_multiplier=noise_multiplier, steps=1, orders=list(alphas)
@@ -156,7 +172,9 @@ def rdp_epsilon(
         return 0.0
     if any(z == 0.0 for z, _, _ in released):
         return math.inf
-    orders = DEFAULT_ALPHAS if alphas is None else tuple(float(a) for a in alphas)
+    from opacus.accountants.analysis import rdp as opacus_rdp
+
+    orders = _default_alphas() if alphas is None else tuple(float(a) for a in alphas)
     # Same expression as RDPAccountant.get_privacy_spent, so results are bit-identical.
     rdp = sum([_rdp_one_step(z, q, orders) * n for z, q, n in released])
     with warnings.catch_warnings(record=True) as caught:
@@ -192,6 +210,8 @@ def prv_epsilon(
         return 0.0
     if any(z == 0.0 for z, _, _ in released):
         return math.inf
+    from opacus.accountants import PRVAccountant
+
     acc = PRVAccountant()
     acc.history = list(released)
     try:
@@ -347,6 +367,8 @@ def noise_for_target_epsilon(
             np.errstate(over="ignore", divide="ignore", invalid="ignore"),
         ):
             warnings.simplefilter("ignore")
+            from opacus.accountants.utils import get_noise_multiplier
+
             return float(get_noise_multiplier(**kwargs))
     except ValueError as exc:
         if "too low" in str(exc):

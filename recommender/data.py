@@ -338,6 +338,7 @@ def generate_synthetic(
     seed: int = 0,
     chunk: int = 4096,
     exact_interactions: int = 0,
+    block: int = 256,
 ) -> Dataset:
     """Generate an ML-100K-like implicit-feedback population.
 
@@ -347,6 +348,8 @@ def generate_synthetic(
     latent factors x, y ~ N(0, 1/k), via the Gumbel top-k trick (vectorised per chunk of users).
     Genres follow the latent factors, ratings the affinity; timestamps increase per user.
     ``exact_interactions > 0`` gives every user exactly that many interactions instead.
+    ``chunk`` users share one block of random draws (it fixes the population); ``block`` rows of
+    float64 temporaries are alive at once (memory only: any ``block`` gives the same population).
 
     Returns
     -------
@@ -370,15 +373,21 @@ def generate_synthetic(
     users, items, ratings = [], [], []
     for lo in range(0, n_users, chunk):
         hi = min(lo + chunk, n_users)
-        affinity = preference_strength * np.sqrt(k) * (user_f[lo:hi] @ item_f.T)
-        logits = log_pop[None, :] + affinity
-        gumbel = logits - np.log(-np.log(rng.random(logits.shape)))
-        order = np.argsort(-gumbel, axis=1)
-        for j, u in enumerate(range(lo, hi)):
-            chosen = order[j, : counts[u]]
+        picks = []
+        # The chunk's uniforms are drawn in blocks of rows: the same stream, in the same order, as
+        # one (chunk, n_items) draw, but the float64 temporaries stay ~block x n_items (a 4096-user
+        # chunk would hold several 55 MB arrays at once).
+        for blo in range(lo, hi, block):
+            bhi = min(blo + block, hi)
+            affinity = preference_strength * np.sqrt(k) * (user_f[blo:bhi] @ item_f.T)
+            gumbel = log_pop[None, :] + affinity - np.log(-np.log(rng.random((bhi - blo, n_items))))
+            order = np.argsort(-gumbel, axis=1)
+            for j, u in enumerate(range(blo, bhi)):
+                chosen = order[j, : counts[u]]
+                picks.append((chosen.astype(np.int32), affinity[j, chosen]))
+        for u, (chosen, aff) in zip(range(lo, hi), picks, strict=True):
             users.append(np.full(len(chosen), u, np.int32))
-            items.append(chosen.astype(np.int32))
-            aff = affinity[j, chosen]
+            items.append(chosen)
             ratings.append(np.clip(np.round(3.5 + aff + rng.normal(0, 0.7, len(chosen))), 1, 5))
     users_a, items_a = np.concatenate(users), np.concatenate(items)
     # Interactions arrive in random order per user; timestamps are a per-user increasing sequence.

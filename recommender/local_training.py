@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from recommender.ncf import NeuMF, NeuMFShape, flatten_shared, unflatten_shared
 
 MLP_KEYS = ("w1", "b1", "w2", "b2", "wo", "bo")
+ROW_BLOCK = 16384  # rows per block when reducing a CohortDelta (bounds temporaries to a few MB)
 
 
 @dataclass
@@ -42,7 +43,9 @@ class LocalTrainConfig:
     optimizer : {"sgd", "adam"}
         Local optimizer; its state is fresh every round.
     chunk_users : int
-        Users trained together in one batched computation (bounds memory).
+        Users trained together in one batched computation. Bounds memory: a chunk holds two
+        copies (trained and initial) of every row its users touch, 384 bytes per row at f = 32,
+        ~0.33 MB per W1 user and up to 1.3 MB for ML-100K's heaviest users.
     path : {"cohort", "sequential"}
         ``cohort`` trains a chunk of users in one batched computation; ``sequential`` trains
         them one at a time with an ``nn.Module`` (the device path, and the baseline the cohort
@@ -54,7 +57,7 @@ class LocalTrainConfig:
     negatives: int = 4
     lr: float = 0.05
     optimizer: str = "sgd"
-    chunk_users: int = 256
+    chunk_users: int = 128
     private_lr: float | None = 2.0
     path: str = "cohort"
 
@@ -192,10 +195,16 @@ class CohortDelta:
     def n_users(self) -> int:
         return self.mlp_delta.shape[0]
 
+    def _blocks(self) -> range:
+        # Row blocks bound the temporaries of the reductions below (the same values, in the same
+        # order, as one pass over all T rows).
+        return range(0, self.rows.shape[0], ROW_BLOCK)
+
     def norms(self) -> torch.Tensor:
         """L2 norm of each user's full flattened delta, shape (U,)."""
         sq = self.mlp_delta.pow(2).sum(1)
-        sq = sq.index_add(0, self.row_user, self.item_delta.pow(2).sum(1))
+        for a in self._blocks():
+            sq.index_add_(0, self.row_user[a : a + ROW_BLOCK], self.item_delta[a : a + ROW_BLOCK].pow(2).sum(1))
         return sq.sqrt()
 
     def scale(self, factors: torch.Tensor) -> CohortDelta:
@@ -215,17 +224,30 @@ class CohortDelta:
         out[:, n * 3 * f :] = self.mlp_delta
         return out
 
-    def sum_into(self, acc: torch.Tensor, shape: NeuMFShape) -> None:
-        """Add the sum over users of the deltas into the flat accumulator ``acc`` (d,), sparsely."""
+    def sum_into(self, acc: torch.Tensor, shape: NeuMFShape, factors: torch.Tensor | None = None) -> None:
+        """Add the sum over users of the deltas into the flat accumulator ``acc`` (d,), sparsely.
+
+        ``factors`` (U,) weights user u's delta first (the same numbers as ``scale(factors)``
+        followed by ``sum_into``, without materialising the scaled copy).
+        """
         f, n = shape.factors, shape.n_items
-        acc[: n * f].view(n, f).index_add_(0, self.rows, self.item_delta[:, :f].to(acc.dtype))
-        acc[n * f : n * 3 * f].view(n, 2 * f).index_add_(0, self.rows, self.item_delta[:, f:].to(acc.dtype))
-        acc[n * 3 * f :] += self.mlp_delta.sum(0).to(acc.dtype)
+        fac = None if factors is None else factors.to(self.mlp_delta.dtype)
+        gmf, mlp = acc[: n * f].view(n, f), acc[n * f : n * 3 * f].view(n, 2 * f)
+        for a in self._blocks():
+            block = self.item_delta[a : a + ROW_BLOCK]
+            if fac is not None:
+                block = block * fac[self.row_user[a : a + ROW_BLOCK], None]
+            rows = self.rows[a : a + ROW_BLOCK]
+            gmf.index_add_(0, rows, block[:, :f].to(acc.dtype))
+            mlp.index_add_(0, rows, block[:, f:].to(acc.dtype))
+        mlp_delta = self.mlp_delta if fac is None else self.mlp_delta * fac[:, None]
+        acc[n * 3 * f :] += mlp_delta.sum(0).to(acc.dtype)
 
 
 class _BatchedAdam:
-    """Adam over tensors whose leading axis is indexed by ``owner`` (a user), stepping only the
-    rows of active users; mirrors torch.optim.Adam's formulas (defaults betas, eps)."""
+    """Adam over tensors whose leading axis is indexed by ``owner`` (a user), stepping only a prefix
+    of the users (the trainer orders users so the active ones are a prefix); mirrors
+    torch.optim.Adam's formulas (default betas, eps)."""
 
     def __init__(self, params: list[torch.Tensor], owners: list[torch.Tensor], lrs: list[float],
                  n_users: int) -> None:  # fmt: skip
@@ -234,18 +256,77 @@ class _BatchedAdam:
         self.m = [torch.zeros_like(p) for p in params]
         self.v = [torch.zeros_like(p) for p in params]
 
-    def step(self, grads: list[torch.Tensor], active: torch.Tensor) -> None:
+    def step(self, grads: list[torch.Tensor], lengths: list[int]) -> None:
+        """Step the first ``lengths[i]`` entries of parameter i; ``lengths[0]`` is the active users."""
         b1, b2, eps = 0.9, 0.999, 1e-8
-        self.t += active.to(self.t.dtype)
-        t = self.t.clamp(min=1)
-        bc1, bc2 = 1 - b1**t, 1 - b2**t
-        for p, g, m, v, owner, lr in zip(self.params, grads, self.m, self.v, self.owners, self.lrs, strict=True):
+        k = lengths[0]
+        self.t[:k] += 1
+        bc1, bc2 = 1 - b1**self.t, 1 - b2**self.t
+        for p, g, m, v, owner, lr, n in zip(self.params, grads, self.m, self.v, self.owners, self.lrs, lengths,
+                                            strict=True):  # fmt: skip
             view = (-1,) + (1,) * (p.dim() - 1)
-            a = active[owner].view(view)
-            m.copy_(torch.where(a, b1 * m + (1 - b1) * g, m))
-            v.copy_(torch.where(a, b2 * v + (1 - b2) * g * g, v))
-            denom = v.sqrt() / bc2[owner].sqrt().view(view) + eps
-            p.copy_(torch.where(a, p - (lr / bc1[owner]).view(view) * m / denom, p))
+            own = owner[:n]
+            m[:n].mul_(b1).add_(g, alpha=1 - b1)
+            v[:n].mul_(b2).addcmul_(g, g, value=1 - b2)
+            denom = v[:n].sqrt() / bc2[own].sqrt().view(view) + eps
+            p[:n].sub_((lr / bc1[own]).view(view) * m[:n] / denom)
+
+
+@dataclass
+class _Steps:
+    """A chunk's mini-batches as padded tensors, users ordered by schedule length (longest first),
+    so the users still training at step t are the first ``active[t]`` ones.
+
+    Attributes
+    ----------
+    order : np.ndarray[int64], shape (U,)
+        Position in the chunk of the user at each (ordered) slot.
+    idx : torch.Tensor[int64], shape (S, U, B)
+        Row of the ragged item table (in ordered layout) of each sample; padding points at the
+        user's first row and has mask 0.
+    labels, mask : torch.Tensor[float], shape (S, U, B)
+    active : list[int], length S
+        Users with a step t (a prefix of the ordered slots).
+    row_prefix : list[int], length S
+        Table rows owned by the active users at step t (also a prefix).
+    """
+
+    order: np.ndarray
+    idx: torch.Tensor
+    labels: torch.Tensor
+    mask: torch.Tensor
+    active: list[int]
+    row_prefix: list[int]
+
+
+def _pack_steps(schedules: list[UserSchedule], offsets: np.ndarray, order: np.ndarray, bsz: int,
+                dtype: torch.dtype) -> _Steps:  # fmt: skip
+    """Fill the padded step tensors with numpy (one vectorised copy per user, not per step)."""
+    n_users = len(schedules)
+    n_steps = np.array([len(schedules[u].steps) for u in order], np.int64)
+    s_max = int(n_steps.max(initial=0))
+    idx = np.zeros((n_users, s_max * bsz), np.int64)
+    lab = np.zeros((n_users, s_max * bsz), np.float32)
+    msk = np.zeros((n_users, s_max * bsz), np.float32)
+    for slot, u in enumerate(order):
+        steps = schedules[u].steps
+        if not steps:
+            continue
+        local = np.concatenate([s[0] for s in steps])
+        # sample j of step t lands at column t * bsz + j (the last batch of an epoch may be short)
+        col = np.concatenate([t * bsz + np.arange(len(s[0])) for t, s in enumerate(steps)])
+        idx[slot] = offsets[slot]
+        idx[slot, col] = local + offsets[slot]
+        lab[slot, col] = np.concatenate([s[1] for s in steps])
+        msk[slot, col] = 1.0
+
+    def to_t(a: np.ndarray, dt: torch.dtype) -> torch.Tensor:
+        return torch.from_numpy(a).to(dt).view(n_users, s_max, bsz).transpose(0, 1).contiguous()
+
+    active = [int((n_steps > t).sum()) for t in range(s_max)]
+    ends = np.concatenate([[0], np.cumsum([len(schedules[u].rows) for u in order])])
+    return _Steps(order, to_t(idx, torch.long), to_t(lab, dtype), to_t(msk, dtype), active,
+                  [int(ends[k]) for k in active])  # fmt: skip
 
 
 def train_cohort(
@@ -261,7 +342,9 @@ def train_cohort(
     Every user owns a copy of only the item rows it touches (one ragged table, T = sum R_u rows)
     and of the MLP (stacked, (U, ...)). With SGD only the rows of the current mini-batch are
     updated (exactly what a dense SGD step does, since other rows have zero gradient), so a step
-    costs O(U * B * f), not O(catalogue).
+    costs O(U * B * f), not O(catalogue). Users are ordered longest schedule first, so step t
+    computes only the users that still have a step t (a prefix, sliced without copying): a chunk
+    mixing users with 20 and 700 ratings costs the sum of their steps, not U times the longest.
 
     Parameters
     ----------
@@ -282,67 +365,89 @@ def train_cohort(
     n_users, f, bsz = len(schedules), shape.factors, cfg.batch_size
     dtype = private.dtype
     shared = unflatten_shared(shared_vec.to(dtype), shape)
-    sizes = torch.tensor([len(s.rows) for s in schedules])
-    offsets = torch.cumsum(sizes, 0) - sizes
-    rows = torch.as_tensor(np.concatenate([s.rows for s in schedules])).long()
-    row_user = torch.repeat_interleave(torch.arange(n_users), sizes)
-    table0 = torch.cat([shared["gmf_item"], shared["mlp_item"]], dim=1)[rows]  # (T, 3f)
-    table = table0.clone()
-    mlp0 = {k: shared[k].unsqueeze(0).expand(n_users, *shared[k].shape).clone() for k in MLP_KEYS}
-    mlp = {k: v.clone().requires_grad_(not freeze_shared) for k, v in mlp0.items()}
-    priv = private.clone().requires_grad_(True)
-    user_ids = torch.arange(n_users)
+    order = np.argsort([-len(s.steps) for s in schedules], kind="stable")
+    order_t = torch.from_numpy(order)
+    sizes = np.array([len(schedules[u].rows) for u in order], np.int64)
+    offsets = np.cumsum(sizes) - sizes
+    rows = torch.from_numpy(np.concatenate([schedules[u].rows for u in order]).astype(np.int64))
+    row_slot = torch.repeat_interleave(torch.arange(n_users), torch.from_numpy(sizes))
+    steps = _pack_steps(schedules, offsets, order, bsz, dtype)
+    # Every user's copy of its rows and of the MLP, with the parameters that multiply the user's
+    # embedding split from those that multiply the item's: the user part of the first layer is
+    # then computed once per user and step instead of once per sample (the same sums, regrouped).
+    table = torch.cat([shared["gmf_item"], shared["mlp_item"]], 1).index_select(0, rows)  # (T, 3f)
+    table0 = table.clone()
+    item = {"gmf": table[:, :f], "mlp": table[:, f:]}  # views: updates land in ``table``
+    split = {"w1u": shared["w1"][:, : 2 * f], "w1i": shared["w1"][:, 2 * f :], "b1": shared["b1"],
+             "w2": shared["w2"], "b2": shared["b2"], "wog": shared["wo"][:, :f], "woh": shared["wo"][:, f:],
+             "bo": shared["bo"]}  # fmt: skip
+    mlp = {k: v.unsqueeze(0).repeat(n_users, *([1] * v.dim())) for k, v in split.items()}
+    priv = private.index_select(0, order_t)
+    user = {"gmf": priv[:, :f].clone(), "mlp": priv[:, f:].clone()}
     adam = None
     if cfg.optimizer == "adam":
-        params = [priv] + ([] if freeze_shared else [table] + list(mlp.values()))
-        owners = [user_ids] + ([] if freeze_shared else [row_user] + [user_ids] * len(MLP_KEYS))
-        lrs = [cfg.user_lr] + [cfg.lr] * (len(params) - 1)
+        slots = torch.arange(n_users)
+        params = [user["gmf"], user["mlp"]] + ([] if freeze_shared else [item["gmf"], item["mlp"], *mlp.values()])
+        owners = [slots, slots] + ([] if freeze_shared else [row_slot, row_slot] + [slots] * len(mlp))
+        lrs = [cfg.user_lr] * 2 + [cfg.lr] * (len(params) - 2)
         adam = _BatchedAdam(params, owners, lrs, n_users)
 
-    n_steps = max(len(s.steps) for s in schedules)
-    idx = torch.zeros(n_steps, n_users, bsz, dtype=torch.long)
-    lab = torch.zeros(n_steps, n_users, bsz, dtype=dtype)
-    msk = torch.zeros(n_steps, n_users, bsz, dtype=dtype)
-    for u, s in enumerate(schedules):
-        for t, (local, labels) in enumerate(s.steps):
-            idx[t, u, : len(local)] = torch.as_tensor(local) + offsets[u]
-            lab[t, u, : len(local)] = torch.as_tensor(labels)
-            msk[t, u, : len(local)] = 1.0
     loss_sum = torch.zeros(n_users, dtype=dtype)
-    loss_cnt = torch.zeros(n_users, dtype=dtype)
-    for t in range(n_steps):
-        counts = msk[t].sum(1)
-        active = counts > 0
-        flat_idx = idx[t].reshape(-1)
-        emb = table[flat_idx].view(n_users, bsz, 3 * f).requires_grad_(not freeze_shared)
-        gmf = priv[:, None, :f] * emb[..., :f]
-        h = torch.cat([priv[:, None, f:].expand(-1, bsz, -1), emb[..., f:]], dim=2)
-        h = torch.relu(torch.baddbmm(mlp["b1"][:, None, :], h, mlp["w1"].transpose(1, 2)))
-        h = torch.relu(torch.baddbmm(mlp["b2"][:, None, :], h, mlp["w2"].transpose(1, 2)))
-        logits = torch.baddbmm(mlp["bo"][:, None, :], torch.cat([gmf, h], 2), mlp["wo"].transpose(1, 2))
-        bce = F.binary_cross_entropy_with_logits(logits.squeeze(-1), lab[t], reduction="none")
-        per_user = (bce * msk[t]).sum(1) / counts.clamp(min=1)
-        leaves = [priv] + ([] if freeze_shared else [emb] + [mlp[k] for k in MLP_KEYS])
+    n_done = torch.zeros(n_users, dtype=dtype)
+    train_shared = not freeze_shared
+    for t, k in enumerate(steps.active):
+        # Leaves are detached views of the first k users' parameters: no copies, and the update
+        # below writes straight into the stacked tensors.
+        msk = steps.mask[t, :k]
+        flat = steps.idx[t, :k].reshape(-1)
+        ug = user["gmf"][:k].detach().requires_grad_(True)
+        um = user["mlp"][:k].detach().requires_grad_(True)
+        w = {n: v[:k].detach().requires_grad_(train_shared) for n, v in mlp.items()}
+        eg = item["gmf"].index_select(0, flat).view(k, bsz, f).requires_grad_(train_shared)
+        em = item["mlp"].index_select(0, flat).view(k, bsz, 2 * f).requires_grad_(train_shared)
+        u1 = torch.baddbmm(w["b1"][:, :, None], w["w1u"], um[:, :, None]).transpose(1, 2)  # (k, 1, 2f)
+        h = torch.relu(torch.baddbmm(u1, em, w["w1i"].transpose(1, 2)))
+        h = torch.relu(torch.baddbmm(w["b2"][:, None, :], h, w["w2"].transpose(1, 2)))
+        logits = torch.baddbmm(w["bo"][:, None, :], ug[:, None, :] * eg, w["wog"].transpose(1, 2))
+        logits = torch.baddbmm(logits, h, w["woh"].transpose(1, 2)).squeeze(-1)
+        bce = F.binary_cross_entropy_with_logits(logits, steps.labels[t, :k], reduction="none")
+        per_user = (bce * msk).sum(1) / msk.sum(1)
+        leaves = [ug, um] + ([eg, em, *w.values()] if train_shared else [])
         grads = torch.autograd.grad(per_user.sum(), leaves)
         with torch.no_grad():
-            if adam is None:  # SGD: inactive users have zero gradient, so no masking is needed
-                priv.sub_(cfg.user_lr * grads[0])
-                if not freeze_shared:
-                    table.index_add_(0, flat_idx, grads[1].reshape(-1, 3 * f), alpha=-cfg.lr)
-                    for k, g in zip(MLP_KEYS, grads[2:], strict=True):
-                        mlp[k].sub_(cfg.lr * g)
-            else:
-                dense = list(grads[:1])
-                if not freeze_shared:
-                    g_table = torch.zeros_like(table).index_add_(0, flat_idx, grads[1].reshape(-1, 3 * f))
-                    dense += [g_table, *grads[2:]]
-                adam.step(dense, active)
-        loss_sum += per_user.detach() * active
-        loss_cnt += active.to(dtype)
+            if adam is None:  # SGD: a dense step would move only the batch's rows (others have zero grad)
+                user["gmf"][:k].sub_(grads[0], alpha=cfg.user_lr)
+                user["mlp"][:k].sub_(grads[1], alpha=cfg.user_lr)
+                if train_shared:
+                    item["gmf"].index_add_(0, flat, grads[2].reshape(-1, f), alpha=-cfg.lr)
+                    item["mlp"].index_add_(0, flat, grads[3].reshape(-1, 2 * f), alpha=-cfg.lr)
+                    for v, g in zip(mlp.values(), grads[4:], strict=True):
+                        v[:k].sub_(g, alpha=cfg.lr)
+            else:  # Adam moves every row of an active user (momentum), so the row gradients are densified
+                dense, lengths = list(grads[:2]), [k, k]
+                if train_shared:
+                    n_rows = steps.row_prefix[t]
+                    for g, width in zip(grads[2:4], (f, 2 * f), strict=True):
+                        dense.append(torch.zeros(n_rows, width, dtype=dtype).index_add_(0, flat, g.reshape(-1, width)))
+                    dense += grads[4:]
+                    lengths += [n_rows, n_rows] + [k] * len(mlp)
+                adam.step(dense, lengths)
+            loss_sum[:k] += per_user
+            n_done[:k] += 1
+    # back from the ordered slots to the caller's user order
+    inv = torch.from_numpy(np.argsort(order))
+    owner = order_t.index_select(0, row_slot)
+    back = torch.argsort(owner, stable=True)
     with torch.no_grad():
-        item_delta = table - table0
-        mlp_delta = torch.cat([(mlp[k].detach() - mlp0[k]).reshape(n_users, -1) for k in MLP_KEYS], 1)
-    return CohortDelta(rows, row_user, item_delta, mlp_delta), priv.detach(), loss_sum / loss_cnt.clamp(min=1)
+        item_delta = table.sub_(table0)
+        del table0
+        item_delta = item_delta.index_select(0, back)
+        new = {"w1": torch.cat([mlp["w1u"], mlp["w1i"]], 2), "b1": mlp["b1"], "w2": mlp["w2"], "b2": mlp["b2"],
+               "wo": torch.cat([mlp["wog"], mlp["woh"]], 2), "bo": mlp["bo"]}  # fmt: skip
+        mlp_delta = torch.cat([(new[k] - shared[k]).reshape(n_users, -1) for k in MLP_KEYS], 1).index_select(0, inv)
+        new_private = torch.cat([user["gmf"], user["mlp"]], 1).index_select(0, inv)
+    delta = CohortDelta(rows.index_select(0, back), owner.index_select(0, back), item_delta, mlp_delta)
+    return delta, new_private, (loss_sum / n_done.clamp(min=1)).index_select(0, inv)
 
 
 def train_sequentially(

@@ -82,3 +82,13 @@ def test_corrupt_cache_is_refetched(ml100k_dir, tmp_path):
 def test_unknown_ids_are_named(small_population):
     with pytest.raises(DataError, match="99999"):
         small_population.user_index([1, 99999])
+
+
+def test_synthetic_blocks_do_not_change_the_population():
+    """The generator's row blocks only bound memory: the population equals a one-block draw."""
+    from recommender.data import generate_synthetic
+
+    a = generate_synthetic(n_users=700, n_items=300, mean_interactions=20, seed=4, chunk=512, block=64)
+    b = generate_synthetic(n_users=700, n_items=300, mean_interactions=20, seed=4, chunk=512, block=512)
+    for k in ("users", "items", "ratings", "timestamps", "genres", "years"):
+        assert np.array_equal(getattr(a, k), getattr(b, k)), k

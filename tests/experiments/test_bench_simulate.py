@@ -1,0 +1,42 @@
+"""`fedrec bench simulate` orchestration: alternation, skips and same-run ratios (measurements stubbed)."""
+
+import argparse
+import json
+
+from experiments import bench_simulate
+
+
+def _args(tmp_path, **kw):
+    base = dict(grid=["1000:100", "10000:1000"], rounds=3, repeats=1, nodes=2, stock_limit=600.0, no_stock=False,
+                sa_dp=True, ml100k_paths=False, json=str(tmp_path / "b.json"), extra=[])  # fmt: skip
+    return argparse.Namespace(**{**base, **kw})
+
+
+def test_sa_dp_runs_alternate_and_report_their_ratio(tmp_path, monkeypatch):
+    calls = []
+
+    def fake(mode, population, per_round, rounds, nodes, extra, timeout):
+        calls.append((mode, population, tuple(extra)))
+        secure = "secure_agg=on" in extra
+        sec = {"fedrec": 2.0, "stock": 30.0}[mode] * (1.5 if secure else 1.0)
+        return {"median_round_seconds": sec, "startup_seconds": 1.0, "startup_plus_round1": 3.0,
+                "peak_rss_gib": 1.0, "peak_pss_gib": 0.8, "round_seconds": [sec] * rounds}  # fmt: skip
+
+    monkeypatch.setattr(bench_simulate, "_measure", fake)
+    out = bench_simulate.run(_args(tmp_path))
+    small, big = out["rows"]
+    assert small["speedup"] == 15.0 and small["sa_dp_ratio"] == 1.5
+    assert "skipped" in big["stock"] and big["sa_dp_ratio"] == 1.5  # stock predicted > 10 min at 10,000
+    # same workload with SA + DP on: Poisson rate = users per round / population
+    assert ("fedrec", 1000, ("secure_agg=on", "privacy=distributed", "privacy.sample_rate=0.1")) in calls
+    assert [c[0] for c in calls[:3]] == ["fedrec", "stock", "fedrec"]  # alternating within a cell
+    assert json.loads((tmp_path / "b.json").read_text())["rows"][0]["sa_dp_ratio"] == 1.5
+
+
+def test_without_sa_dp_no_secure_runs(tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr(bench_simulate, "_measure", lambda mode, p, r, n, nodes, extra, timeout: seen.append(extra)
+                        or {"median_round_seconds": 1.0, "startup_seconds": 1.0, "startup_plus_round1": 2.0,
+                            "peak_rss_gib": 1.0, "peak_pss_gib": 1.0, "round_seconds": [1.0]})  # fmt: skip
+    out = bench_simulate.run(_args(tmp_path, sa_dp=False, no_stock=True, grid=["1000:100"]))
+    assert seen == [[]] and "sa_dp" not in out["rows"][0] and "sa_dp_ratio" not in out["rows"][0]
