@@ -34,13 +34,16 @@ class TrustConfig:
         Relative cosine ramp on the round's robust z-score of the cosine: 0 at ``-cos_z_low``, 1 at
         ``-cos_z_high``; the cosine score is the larger of the two ramps. ``cos_z_low=0`` is off.
     row_clip_factor : float
-        ``update`` scorer: clip each user's item-row delta to this multiple of the median norm of
-        that row over the round's users who touched it (``strategies.row_clip``). 0 is off.
+        ``update`` scorer: clip each user's item-row delta to this multiple of the reference norm
+        (``strategies.row_clip``). 0 is off.
+    row_clip_reference : {"user", "row"}
+        ``user``: the user's own 90th-percentile row norm; ``row``: the median norm of that row over
+        the round's users who touched it.
     row_zero_factor : float
-        ``update`` scorer: drop (zero) an item-row delta above this multiple of the row's median
-        norm. 0 is off.
+        ``update`` scorer: drop (zero) an item-row delta above this multiple of the reference norm.
+        0 is off.
     row_clip_min_users : int
-        Rows touched by fewer users in the round are not clipped.
+        ``row`` reference: rows touched by fewer users in the round are not clipped.
     decay : float
         Reputation EMA factor.
     prior : float
@@ -57,7 +60,8 @@ class TrustConfig:
     norm_factor: float = 3.0
     cos_z_low: float = 3.0
     cos_z_high: float = 1.5
-    row_clip_factor: float = 4.0
+    row_clip_factor: float = 3.0
+    row_clip_reference: str = "user"
     row_clip_min_users: int = 5
     row_zero_factor: float = 0.0
     decay: float = 0.5
@@ -137,5 +141,7 @@ class StrategyConfig:
         if self.trust.row_clip_factor < 0 or self.trust.row_zero_factor < 0:
             raise ValueError(f"strategy.trust.row_clip_factor={self.trust.row_clip_factor} and row_zero_factor="
                              f"{self.trust.row_zero_factor} must be >= 0 (0 is off)")  # fmt: skip
+        if self.trust.row_clip_reference not in ("user", "row"):
+            raise ValueError(f"strategy.trust.row_clip_reference={self.trust.row_clip_reference!r}: choose user or row")
         if not 0 <= self.robust.beta < 0.5:
             raise ValueError(f"strategy.robust.beta={self.robust.beta} must be in [0, 0.5)")

@@ -70,7 +70,7 @@ def create_strategy(cfg: FedrecConfig, shape: NeuMFShape, fixed_denominator: flo
     t = s.trust
     if scorer.uses_updates and (t.row_clip_factor > 0 or t.row_zero_factor > 0):
         strategy.row_clip = ItemRowClip(shape.n_items, shape.factors, t.row_clip_factor or np.inf, t.row_clip_min_users,
-                                        t.row_zero_factor or np.inf)  # fmt: skip
+                                        t.row_zero_factor or np.inf, t.row_clip_reference)  # fmt: skip
     # Under secure aggregation nodes send only masked sums; reputation then learns from reported norms.
     strategy.needs_individual_updates = scorer.needs_updates and not secagg
     return strategy

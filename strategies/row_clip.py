@@ -1,16 +1,21 @@
-"""Per-item-row clipping: bound each user's delta on one item row by what that row's users sent.
+"""Per-item-row clipping: bound each user's delta on one item row, row by row.
 
 A targeted promotion boosts a handful of item rows of an otherwise honest update. Those rows carry
 a tiny share of the update's energy, so update-level cosine and norm scores do not see them. Here
-every item row is judged on its own: a user's row-delta norm is compared with ``factor`` x the
-median norm of the users who touched that row this round (the median is robust while attackers
-are fewer than half of a row's users), and a row above the bound is scaled down to it. Clipping is
-row-level, so an honest user whose one row is unusual keeps all its other rows.
+every (user, item row) is judged on its own and a row above its bound is scaled down to it (or
+dropped above ``zero_factor``). Clipping is row-level, so a user keeps all its other rows.
 
-Why a multiple of the median and not median + k x MAD: honest row norms are heavy-tailed (ML-100K,
-round 1, 400 users, ``fedrec bench row-norms``: the 95th / 99th percentile of norm / row median is
-2.7 / 3.2 for positive and 2.3 / 3.4 for negative-sample rows), so a MAD bound with k = 3 clips
-15.5% of honest rows; 4 x the median clips 0.4%.
+Two references for the bound, both robust statistics of norms (``fedrec bench row-norms`` measures
+them on ML-100K):
+
+``user`` (default): ``factor`` x the user's own 90th-percentile row norm. A promoter's boosted
+    target rows stand out against its own honest rows (at round 9 of a clean run its unboosted
+    fake rows are already a median 6.6x its own q90, so x10 they are ~66x), while 99% of honest
+    positive rows are below 2.7x. The attacker cannot move other users' statistics, only its own.
+``row``: ``factor`` x the median norm of that item row over the round's users who touched it
+    (robust while attackers are under half of a row's users). Honest rows are heavy-tailed against
+    it (round 9: 99th percentile 50x for positive rows, which are a minority of a row's users next to
+    negative samples), so any bound that catches promoters also clips many honest positive rows.
 
 The flat shared vector starts with ``gmf_item`` (I, f) then ``mlp_item`` (I, 2f) (see
 ``recommender.ncf.NeuMFShape``); item i's row is ``gmf_item[i]`` together with ``mlp_item[i]``.
@@ -76,19 +81,43 @@ def row_bounds(norms: np.ndarray, factor: float, min_users: int = 5) -> np.ndarr
     return bound
 
 
-def row_clip_factors(norms: np.ndarray, factor: float, min_users: int = 5,
-                     zero_factor: float = np.inf) -> np.ndarray:  # fmt: skip
-    """Scale of every (user, row): ``min(1, factor * median_row / norm)``, and 0 where the norm
-    exceeds ``zero_factor * median_row``; 1 for untouched rows. ``factor=inf`` only zeroes.
+def user_row_quantile(norms: np.ndarray, q: float) -> np.ndarray:
+    """Each user's ``q``-th percentile of its own touched row norms, shape (U,); 0 if none touched."""
+    x = np.where(norms > 0, norms, np.nan)
+    out = np.zeros(norms.shape[0])
+    ok = (norms > 0).any(axis=1)
+    out[ok] = np.nanpercentile(x[ok], q, axis=1)
+    return out
+
+
+def reference_norms(norms: np.ndarray, reference: str = "user", min_users: int = 5,
+                    quantile: float = 90.0) -> np.ndarray:  # fmt: skip
+    """The norm each (user, row) is compared with, broadcastable to (U, I).
+
+    ``user``: the user's own ``quantile``-th percentile row norm, (U, 1). ``row``: the row's median
+    over its users, (1, I) (+inf for rows with fewer than ``min_users`` users).
+    """
+    if reference == "user":
+        return user_row_quantile(norms, quantile)[:, None]
+    if reference == "row":
+        return row_bounds(norms, 1.0, min_users)[None, :]
+    raise ValueError(f"strategy.trust.row_clip_reference={reference!r}: choose user or row")
+
+
+def row_clip_factors(norms: np.ndarray, factor: float, min_users: int = 5, zero_factor: float = np.inf,
+                     reference: str = "row", quantile: float = 90.0) -> np.ndarray:  # fmt: skip
+    """Scale of every (user, row): ``min(1, factor * ref / norm)``, and 0 where the norm exceeds
+    ``zero_factor * ref`` (``ref`` from ``reference_norms``); 1 for untouched rows. ``factor=inf``
+    only zeroes.
 
     Returns
     -------
     np.ndarray[float64], shape (U, I), in [0, 1].
     """
-    med = row_bounds(norms, 1.0, min_users)[None, :]
+    ref = reference_norms(norms, reference, min_users, quantile)
     with np.errstate(divide="ignore", invalid="ignore"):
-        s = np.where(norms > factor * med, factor * med / norms, 1.0)
-    return np.where(norms > zero_factor * med, 0.0, s)
+        s = np.where(norms > factor * ref, factor * ref / norms, 1.0)
+    return np.where(norms > zero_factor * ref, 0.0, s)
 
 
 def clip_item_rows(deltas: np.ndarray, factors_ui: np.ndarray, n_items: int, factors: int) -> int:
@@ -114,38 +143,43 @@ class RowClipStats:
 
 
 class ItemRowClip:
-    """Clip every user's item rows to ``factor`` x the median of that row's norms this round, and
-    zero rows above ``zero_factor`` x the median.
+    """Clip every user's item rows to ``factor`` x a reference norm, and zero rows above
+    ``zero_factor`` x it (see the module docstring for the two references).
 
     Parameters
     ----------
     n_items, factors : int
         Model shape (the item block is ``3 * n_items * factors`` floats at the start of the vector).
-    factor : float, default 4.0
-        Bound as a multiple of the row's median norm. A promoter's unboosted target row (3 fake
-        interactions) is ~2x its row's median, so boosted x10 it sits ~20x above; an honest row is
-        above 4x only in the 0.4% tail. An attacker who stays under 4x (boost <= ~2) is not clipped.
-        ``inf`` (config 0): no clipping.
-    zero_factor : float, default inf
-        Rows above this multiple of the median are dropped (scale 0), not clipped: a row that far
-        out is an attack, not a large honest step, and clipping would still let it push at the bound.
+    factor : float, default 3.0
+        Bound as a multiple of the reference. With ``reference="user"``, 0.2% of honest rows are
+        above 3x (round 1 and round 9 of a clean ML-100K run); a promoter boosting its target rows
+        x10 is at ~20x (round 1) to ~66x (round 9). ``inf`` (config 0): no clipping.
     min_users : int, default 5
-        Rows touched by fewer users this round are left alone.
+        ``row`` reference: rows touched by fewer users this round are left alone.
+    zero_factor : float, default inf
+        Rows above this multiple of the reference are dropped (scale 0), not clipped.
+    reference : {"user", "row"}, default "user"
+    quantile : float, default 90
+        ``user`` reference: the percentile of the user's own touched row norms.
     """
 
-    def __init__(self, n_items: int, factors: int, factor: float = 4.0, min_users: int = 5,
-                 zero_factor: float = np.inf) -> None:  # fmt: skip
+    def __init__(self, n_items: int, factors: int, factor: float = 3.0, min_users: int = 5,
+                 zero_factor: float = np.inf, reference: str = "user", quantile: float = 90.0) -> None:  # fmt: skip
         if factor <= 0 or zero_factor <= 0:
             raise ValueError(f"strategy.trust.row_clip_factor={factor} and row_zero_factor={zero_factor} must be > 0")
         if min_users < 1:
             raise ValueError(f"strategy.trust.row_clip_min_users={min_users} must be >= 1")
+        if reference not in ("user", "row"):
+            raise ValueError(f"strategy.trust.row_clip_reference={reference!r}: choose user or row")
+        if not 0 < quantile <= 100:
+            raise ValueError(f"row clip quantile={quantile} must be in (0, 100]")
         self.n_items, self.factors, self.factor, self.min_users = n_items, factors, factor, min_users
-        self.zero_factor = zero_factor
+        self.zero_factor, self.reference, self.quantile = zero_factor, reference, quantile
 
     def __call__(self, deltas: np.ndarray) -> RowClipStats:
         """Clip ``deltas`` (U, d) float32 in place; returns what was clipped."""
         norms = item_row_norms(deltas, self.n_items, self.factors)
-        s = row_clip_factors(norms, self.factor, self.min_users, self.zero_factor)
+        s = row_clip_factors(norms, self.factor, self.min_users, self.zero_factor, self.reference, self.quantile)
         rows = clip_item_rows(deltas, s, self.n_items, self.factors)
         return RowClipStats(rows=rows, users=int((s < 1.0).any(axis=1).sum()), touched=int((norms > 0).sum()),
                             zeroed=int(((s == 0.0) & (norms > 0)).sum()))  # fmt: skip

@@ -11,6 +11,7 @@ from strategies.row_clip import (
     item_row_norms,
     row_bounds,
     row_clip_factors,
+    user_row_quantile,
 )
 from strategies.trust import create_scorer
 from strategies.trust_fedavg import TrustWeightedFedAvg
@@ -18,16 +19,16 @@ from strategies.trust_fedavg import TrustWeightedFedAvg
 N_ITEMS, F, MLP = 30, 4, 50
 
 
-def sparse_updates(n_users: int = 60, seed: int = 0, p_touch: float = 0.4) -> np.ndarray:
+def sparse_updates(n_users: int = 60, seed: int = 0, p_touch: float = 0.4, n_items: int = N_ITEMS) -> np.ndarray:
     """(U, 3*I*F + MLP) updates: each user touches a random ~40% of item rows with similar norms."""
     rng = np.random.default_rng(seed)
-    d = np.zeros((n_users, 3 * N_ITEMS * F + MLP), np.float32)
-    gmf = d[:, : N_ITEMS * F].reshape(n_users, N_ITEMS, F)
-    mlp = d[:, N_ITEMS * F : 3 * N_ITEMS * F].reshape(n_users, N_ITEMS, 2 * F)
-    touch = rng.random((n_users, N_ITEMS)) < p_touch
+    d = np.zeros((n_users, 3 * n_items * F + MLP), np.float32)
+    gmf = d[:, : n_items * F].reshape(n_users, n_items, F)
+    mlp = d[:, n_items * F : 3 * n_items * F].reshape(n_users, n_items, 2 * F)
+    touch = rng.random((n_users, n_items)) < p_touch
     gmf[touch] = rng.normal(0, 0.1, (touch.sum(), F))
     mlp[touch] = rng.normal(0, 0.1, (touch.sum(), 2 * F))
-    d[:, 3 * N_ITEMS * F :] = rng.normal(0, 0.1, (n_users, MLP))
+    d[:, 3 * n_items * F :] = rng.normal(0, 0.1, (n_users, MLP))
     return d
 
 
@@ -53,7 +54,7 @@ def test_boosted_target_rows_are_clipped_and_honest_rows_kept(lam):
         mlp[bad, t] = lam * rng.normal(0, 0.1, (len(bad), 2 * F))
     before = d.copy()
     honest_norms = item_row_norms(before[6:], N_ITEMS, F)
-    stats = ItemRowClip(N_ITEMS, F, factor=4.0)(d)
+    stats = ItemRowClip(N_ITEMS, F, factor=4.0, reference="row")(d)
     after = item_row_norms(d, N_ITEMS, F)
     bound = row_bounds(item_row_norms(before, N_ITEMS, F), 4.0)
     # every boosted row now sits at its row's bound, at most ~an honest tail norm
@@ -84,13 +85,13 @@ def test_an_attacker_under_the_bound_is_not_clipped():
     gmf[:6, 2], mlp[:6, 2] = 0.0, 0.0
     gmf[:6, 2, 0] = 3.0 * med  # every attacker at 3x the row's median: inside the 4x bound
     before = d.copy()
-    ItemRowClip(N_ITEMS, F, factor=4.0)(d)
+    ItemRowClip(N_ITEMS, F, factor=4.0, reference="row")(d)
     np.testing.assert_array_equal(d, before)
 
 
 def test_factors_and_edge_cases():
     norms = np.array([[1.0, 0.0], [1.0, 0.0], [1.2, 0.0], [0.8, 5.0], [10.0, 0.0]])
-    s = row_clip_factors(norms, factor=4.0, min_users=3)
+    s = row_clip_factors(norms, factor=4.0, min_users=3, reference="row")
     assert np.all((s > 0) & (s <= 1))
     assert s[4, 0] == pytest.approx(0.4) and np.all(s[:4, 0] == 1.0)  # the x10 row is scaled down to the bound
     assert s[3, 1] == 1.0  # a row touched by one user: too little evidence, left alone
@@ -101,6 +102,8 @@ def test_factors_and_edge_cases():
     np.testing.assert_array_equal(d[0], [0.5, 1.0, 0.5, 0.5, 1.0, 1.0, 1.0])
     with pytest.raises(ValueError, match="row_clip_factor"):
         ItemRowClip(N_ITEMS, F, factor=0.0)
+    with pytest.raises(ValueError, match="row_clip_reference"):
+        ItemRowClip(N_ITEMS, F, reference="item")
 
 
 def test_strategy_clips_rows_before_summing():
@@ -109,7 +112,7 @@ def test_strategy_clips_rows_before_summing():
     gmf = d[:, : N_ITEMS * F].reshape(len(d), N_ITEMS, F)
     gmf[:6, t] = 2.0  # six attackers push item 4 in one direction, ~11x an honest row's norm
     s = TrustWeightedFedAvg(create_scorer("update"), threshold=0.6)
-    s.row_clip = ItemRowClip(N_ITEMS, F)
+    s.row_clip = ItemRowClip(N_ITEMS, F, factor=4.0, reference="row")
     s._theta = np.zeros(d.shape[1], np.float32)
     total, _ = s.combine_rows(1, np.arange(len(d)), d.copy(), np.ones(len(d)))
     plain = TrustWeightedFedAvg(create_scorer("update"), threshold=0.6)
@@ -134,10 +137,39 @@ def test_rows_far_out_are_zeroed_not_clipped():
     gmf[3, 9, 0] = 6.0 * med  # between the bounds: clipped to 4x
     col = item_row_norms(d, N_ITEMS, F)[:, 9]
     bound = 4.0 * np.median(col[col > 0])  # the median of the round, attackers included
-    stats = ItemRowClip(N_ITEMS, F, factor=4.0, zero_factor=10.0)(d)
+    stats = ItemRowClip(N_ITEMS, F, factor=4.0, zero_factor=10.0, reference="row")(d)
     after = item_row_norms(d, N_ITEMS, F)[:, 9]
     np.testing.assert_array_equal(after[:3], 0.0)
     assert after[3] == pytest.approx(bound, rel=1e-5)
     assert stats.zeroed == 3 and stats.rows == 4
-    only_zero = row_clip_factors(np.array([[1.0], [1.0], [1.0], [6.0], [20.0]]), np.inf, 3, 10.0)
+    only_zero = row_clip_factors(np.array([[1.0], [1.0], [1.0], [6.0], [20.0]]), np.inf, 3, 10.0, "row")
     np.testing.assert_array_equal(only_zero[:, 0], [1, 1, 1, 1, 0])  # factor inf: zeroing only
+
+
+def test_user_reference_clips_rows_far_above_the_users_own_rows():
+    """Default reference: a row is judged against the same user's 90th-percentile row norm."""
+    n = 200  # ~80 rows per user: 2 boosted targets sit above the user's own 90th percentile
+    d = sparse_updates(n_items=n)
+    gmf = d[:, : n * F].reshape(len(d), n, F)
+    mlp = d[:, n * F : 3 * n * F].reshape(len(d), n, 2 * F)
+    gmf[:, 0] *= 2.5  # every user's row 0 is large (a popular positive): no user stands out on it
+    mlp[:, 0] *= 2.5
+    bad, targets = np.arange(6), np.array([2, 7])
+    rng = np.random.default_rng(3)
+    for t in targets:
+        gmf[bad, t] = 10.0 * rng.normal(0, 0.1, (len(bad), F))
+        mlp[bad, t] = 10.0 * rng.normal(0, 0.1, (len(bad), 2 * F))
+    before = d.copy()
+    own = user_row_quantile(item_row_norms(before, n, F), 90.0)
+    stats = ItemRowClip(n, F)(d)  # user reference, factor 3
+    after = item_row_norms(d, n, F)
+    assert np.all(after[np.ix_(bad, targets)] <= 3.0 * own[bad, None] + 1e-6)
+    assert np.all(after[np.ix_(bad, targets)] < 0.6 * item_row_norms(before, n, F)[np.ix_(bad, targets)])
+    np.testing.assert_array_equal(d[6:], before[6:])  # honest users, including their large row 0
+    assert stats.users == len(bad) and stats.zeroed == 0
+
+
+def test_user_row_quantile_ignores_untouched_rows():
+    norms = np.array([[0.0, 1.0, 2.0, 3.0], [0.0, 0.0, 0.0, 0.0]])
+    np.testing.assert_allclose(user_row_quantile(norms, 50.0), [2.0, 0.0])
+    np.testing.assert_array_equal(row_clip_factors(norms, 3.0, reference="user")[1], 1.0)  # nothing touched
