@@ -63,7 +63,7 @@ class TrustConfig:
     row_clip_factor: float = 3.0
     row_clip_reference: str = "user"
     row_clip_min_users: int = 5
-    row_zero_factor: float = 0.0
+    row_zero_factor: float = 6.0
     decay: float = 0.5
     prior: float = 1.0
 
