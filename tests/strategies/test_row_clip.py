@@ -173,3 +173,21 @@ def test_user_row_quantile_ignores_untouched_rows():
     norms = np.array([[0.0, 1.0, 2.0, 3.0], [0.0, 0.0, 0.0, 0.0]])
     np.testing.assert_allclose(user_row_quantile(norms, 50.0), [2.0, 0.0])
     np.testing.assert_array_equal(row_clip_factors(norms, 3.0, reference="user")[1], 1.0)  # nothing touched
+
+
+def test_factory_wires_row_clipping_for_update_scoring_only():
+    from configs.store import compose_config
+    from recommender.ncf import NeuMFShape
+    from strategies.factory import create_strategy
+
+    shape = NeuMFShape(n_items=200, factors=8)
+    base = ["data=synthetic", "data.users=50", "data.items=200"]
+    s = create_strategy(compose_config([*base, "strategy=trust_update"]), shape)
+    rc = s.row_clip
+    assert isinstance(rc, ItemRowClip) and (rc.factor, rc.zero_factor, rc.reference) == (3.0, 6.0, "user")
+    assert (rc.n_items, rc.factors) == (200, 8)
+    off = create_strategy(compose_config([*base, "strategy=trust_update", "strategy.trust.row_clip_factor=0",
+                                          "strategy.trust.row_zero_factor=0"]), shape)  # fmt: skip
+    assert off.row_clip is None
+    assert create_strategy(compose_config([*base, "strategy=fedavg"]), shape).row_clip is None
+    assert create_strategy(compose_config([*base, "strategy=trust_reputation"]), shape).row_clip is None
