@@ -115,9 +115,9 @@ def row_clip_factors(norms: np.ndarray, factor: float, min_users: int = 5, zero_
     np.ndarray[float64], shape (U, I), in [0, 1].
     """
     ref = reference_norms(norms, reference, min_users, quantile)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore"):  # inf * 0 (no bound, no touched row) is nan: no change
         s = np.where(norms > factor * ref, factor * ref / norms, 1.0)
-    return np.where(norms > zero_factor * ref, 0.0, s)
+        return np.where(norms > zero_factor * ref, 0.0, s)
 
 
 def clip_item_rows(deltas: np.ndarray, factors_ui: np.ndarray, n_items: int, factors: int) -> int:
