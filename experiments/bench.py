@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import importlib
 
-BENCH_MODULES = ("experiments.bench_secagg", "experiments.bench_simulate", "experiments.bench_recommender")
+BENCH_MODULES = ("experiments.bench_secagg", "experiments.bench_simulate", "experiments.bench_recommender",
+                 "experiments.bench_row_norms")
 
 
 def add_commands(subparsers) -> None:

@@ -30,6 +30,20 @@ class TrustConfig:
         Cosine ramp of the update score: 0 at ``cos_low``, 1 at ``cos_high``.
     norm_factor : float
         Norm score ``min(1, norm_factor * median_norm / norm)``.
+    cos_z_low, cos_z_high : float
+        Relative cosine ramp on the round's robust z-score of the cosine: 0 at ``-cos_z_low``, 1 at
+        ``-cos_z_high``; the cosine score is the larger of the two ramps. ``cos_z_low=0`` is off.
+    row_clip_factor : float
+        ``update`` scorer: clip each user's item-row delta to this multiple of the reference norm
+        (``strategies.row_clip``). 0 is off.
+    row_clip_reference : {"user", "row"}
+        ``user``: the user's own 90th-percentile row norm; ``row``: the median norm of that row over
+        the round's users who touched it.
+    row_zero_factor : float
+        ``update`` scorer: drop (zero) an item-row delta above this multiple of the reference norm.
+        0 is off.
+    row_clip_min_users : int
+        ``row`` reference: rows touched by fewer users in the round are not clipped.
     decay : float
         Reputation EMA factor.
     prior : float
@@ -44,6 +58,12 @@ class TrustConfig:
     cos_low: float = -0.4
     cos_high: float = 0.1
     norm_factor: float = 3.0
+    cos_z_low: float = 3.0
+    cos_z_high: float = 1.5
+    row_clip_factor: float = 3.0
+    row_clip_reference: str = "user"
+    row_clip_min_users: int = 5
+    row_zero_factor: float = 6.0
     decay: float = 0.5
     prior: float = 1.0
 
@@ -118,5 +138,10 @@ class StrategyConfig:
             raise ValueError(f"strategy.trust.threshold={self.trust.threshold} must be in [0, 1]")
         if self.trust.scorer not in ("constant", "update", "reputation"):
             raise ValueError(f"strategy.trust.scorer={self.trust.scorer!r}: choose constant, update or reputation")
+        if self.trust.row_clip_factor < 0 or self.trust.row_zero_factor < 0:
+            raise ValueError(f"strategy.trust.row_clip_factor={self.trust.row_clip_factor} and row_zero_factor="
+                             f"{self.trust.row_zero_factor} must be >= 0 (0 is off)")  # fmt: skip
+        if self.trust.row_clip_reference not in ("user", "row"):
+            raise ValueError(f"strategy.trust.row_clip_reference={self.trust.row_clip_reference!r}: choose user or row")
         if not 0 <= self.robust.beta < 0.5:
             raise ValueError(f"strategy.robust.beta={self.robust.beta} must be in [0, 0.5)")

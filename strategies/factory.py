@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from strategies.robust import RULES, RobustAggregation
+from strategies.row_clip import ItemRowClip
 from strategies.trust import create_scorer
 from strategies.trust_fedavg import TrustWeightedFedAvg
 
@@ -22,7 +23,8 @@ def _scorer(cfg: FedrecConfig, shape: NeuMFShape):
     t = cfg.strategy.trust
     if t.scorer == "constant":
         return create_scorer("constant", value=t.value)
-    ramp = {"cos_low": t.cos_low, "cos_high": t.cos_high, "norm_factor": t.norm_factor}
+    ramp = {"cos_low": t.cos_low, "cos_high": t.cos_high, "norm_factor": t.norm_factor,
+            "cos_z_low": t.cos_z_low, "cos_z_high": t.cos_z_high}  # fmt: skip
     if t.scorer == "reputation":
         return create_scorer("reputation", decay=t.decay, prior=t.prior, **ramp)
     ref_fn = None
@@ -65,6 +67,10 @@ def create_strategy(cfg: FedrecConfig, shape: NeuMFShape, fixed_denominator: flo
         raise ValueError("strategy.trust.scorer=update needs individual updates, which secure aggregation hides; "
                          "use strategy.trust.scorer=reputation (weights fixed before the round)")  # fmt: skip
     strategy = TrustWeightedFedAvg(scorer, threshold=s.trust.threshold, **common)
+    t = s.trust
+    if scorer.uses_updates and (t.row_clip_factor > 0 or t.row_zero_factor > 0):
+        strategy.row_clip = ItemRowClip(shape.n_items, shape.factors, t.row_clip_factor or np.inf, t.row_clip_min_users,
+                                        t.row_zero_factor or np.inf, t.row_clip_reference)  # fmt: skip
     # Under secure aggregation nodes send only masked sums; reputation then learns from reported norms.
     strategy.needs_individual_updates = scorer.needs_updates and not secagg
     return strategy

@@ -30,18 +30,19 @@ class ReputationTrust(TrustScorer):
         prior of 1, one round scored 0 drops a user to 0.5, excluded from the next round.
     prior : float, default 1.0
         Reputation of a user never observed.
-    cos_low, cos_high, norm_factor : float
+    cos_low, cos_high, norm_factor, cos_z_low, cos_z_high : float
         Parameters of the update score (see ``strategies.update_trust``).
     """
 
     def __init__(self, decay: float = 0.5, prior: float = 1.0, cos_low: float = -0.4, cos_high: float = 0.1,
-                 norm_factor: float = 3.0) -> None:  # fmt: skip
+                 norm_factor: float = 3.0, cos_z_low: float = 3.0, cos_z_high: float = 1.5) -> None:  # fmt: skip
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"strategy.trust.decay={decay} must be in [0, 1)")
         if not 0.0 <= prior <= 1.0:
             raise ValueError(f"strategy.trust.prior={prior} must be in [0, 1]")
         self.decay, self.prior = decay, prior
         self.cos_low, self.cos_high, self.norm_factor = cos_low, cos_high, norm_factor
+        self.cos_z_low, self.cos_z_high = cos_z_low, cos_z_high
         self.reputation: dict[int, float] = {}
 
     @property
@@ -60,7 +61,8 @@ class ReputationTrust(TrustScorer):
         """Fold this round's update scores into the users' reputations (no-op without updates)."""
         if updates is None or len(users) == 0:
             return
-        self._record(users, update_trust_scores(updates, None, self.cos_low, self.cos_high, self.norm_factor))
+        self._record(users, update_trust_scores(updates, None, self.cos_low, self.cos_high, self.norm_factor,
+                                                      self.cos_z_low, self.cos_z_high))  # fmt: skip
 
     def observe_norms(self, users: np.ndarray, norms: np.ndarray) -> None:
         """Evidence under secure aggregation: the nodes' reported pre-clipping norms only."""

@@ -19,6 +19,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
 from strategies.aggregation import StreamingWeightedSum
+from strategies.row_clip import RowClipStats
 from strategies.server_opt import ServerOptState, server_step
 from strategies.trust import TrustScorer
 
@@ -80,6 +81,10 @@ class TrustWeightedFedAvg(FedAvg):
         # Central DP: draws the noise added once to the weighted *sum* (before the mean, the item
         # block's scaling and the server optimizer), so every later step is post-processing.
         self.sum_noise: Callable[[int], np.ndarray] | None = None
+        # Per-item-row clipping of individual updates before they are scored and summed (set by
+        # the factory for the update scorer): bounds a targeted promotion's boosted target rows.
+        self.row_clip: Callable[[np.ndarray], RowClipStats] | None = None
+        self.last_rows_clipped = 0
 
     # ---- what to send ------------------------------------------------------------------------
     def plan_round(self, users_by_node: dict[int, np.ndarray]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
@@ -167,19 +172,27 @@ class TrustWeightedFedAvg(FedAvg):
         new = server_step(theta, mean, self.opt_state, self.server_optimizer, self.server_lr)
         metrics = MetricRecord({"train-loss": train_loss, "users": agg.count, "num-examples": num_examples,
                                 "weight-sum": agg.weight, "update-norm": float(np.linalg.norm(mean)),
-                                "trust-excluded": self.last_excluded + self.last_excluded_updates})  # fmt: skip
+                                "trust-excluded": self.last_excluded + self.last_excluded_updates,
+                                "rows-clipped": self.last_rows_clipped})  # fmt: skip
         return ArrayRecord({"shared": Array(new)}), metrics
 
     def combine_rows(self, server_round: int, users: np.ndarray, deltas: np.ndarray, weights: np.ndarray
                      ) -> tuple[np.ndarray, float]:  # fmt: skip
         """Reduce the round's unweighted per-user updates to ``(sum_u w'_u delta_u, sum_u w'_u)``.
 
-        ``weights`` are the planned w_u (0 for users excluded before the round). A scorer with
-        ``uses_updates`` multiplies them by its same-round trust, after thresholding. Robust
+        ``weights`` are the planned w_u (0 for users excluded before the round). ``row_clip``, when
+        set, first clips outlying item rows of ``deltas`` in place. A scorer with
+        ``uses_updates`` multiplies the weights by its same-round trust, after thresholding. Robust
         baselines override this. ``deltas`` is (U, d) float32; returns float64 (d,) and a float.
         """
         trust = np.ones(len(users))
-        self.last_excluded_updates = 0
+        self.last_excluded_updates = self.last_rows_clipped = 0
+        if self.row_clip is not None:
+            st = self.row_clip(deltas)
+            self.last_rows_clipped = st.rows
+            if st.rows:
+                log.info("round %d: row clip: %d of %d touched item rows clipped, %d of them zeroed (%d of %d users)",
+                         server_round, st.rows, st.touched, st.zeroed, st.users, len(users))  # fmt: skip
         if self.scorer.uses_updates:
             self.scorer.theta = self._theta
             trust = np.clip(self.scorer.score_updates(users, deltas), 0.0, 1.0)

@@ -11,6 +11,7 @@ from strategies.update_trust import (
     UpdateTrust,
     cosine_to_reference,
     norm_score,
+    relative_cosine_score,
     update_trust_scores,
 )
 
@@ -105,3 +106,42 @@ def test_constant_trust_has_no_update_scoring():
     assert not c.needs_updates
     with pytest.raises(NotImplementedError):
         c.score_updates(np.arange(2), np.zeros((2, 3)))
+
+
+def spread_updates(n: int = 400, d: int = 300, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Honest updates whose cosine to ``ref`` is spread like late-training ML-100K (median ~0.46,
+    ~13% below -0.1): unit vectors with cosine ~ N(0.46, 0.5) to ``ref``."""
+    rng = np.random.default_rng(seed)
+    ref = np.zeros(d)
+    ref[0] = 1.0
+    c = np.clip(rng.normal(0.46, 0.5, n), -0.95, 0.95)
+    noise = rng.normal(size=(n, d))
+    noise[:, 0] = 0.0
+    noise /= np.linalg.norm(noise, axis=1, keepdims=True)
+    return (c[:, None] * ref + np.sqrt(1 - c**2)[:, None] * noise).astype(np.float32), ref
+
+
+def test_relative_cosine_ramp_keeps_spread_honest_updates():
+    x, ref = spread_updates()
+    fixed = update_trust_scores(x, ref, cos_z_low=0.0)
+    relative = update_trust_scores(x, ref, cos_z_low=3.0, cos_z_high=1.5)
+    assert (fixed < 0.6).mean() > 0.10  # the fixed ramp drops every honest update under cosine -0.1
+    assert (relative < 0.6).mean() < 0.03
+    assert np.all(relative >= fixed)  # the relative ramp only ever forgives
+
+
+def test_relative_cosine_ramp_still_drops_flips_when_honest_users_agree():
+    d = honest_updates()
+    d[:8] *= -1.0
+    t = UpdateTrust().score_updates(np.arange(len(d)), d)  # relative ramp on by default
+    assert t[:8].max() < 0.6 and (t[8:] >= 0.6).mean() >= 0.95
+
+
+def test_relative_cosine_score_edge_cases():
+    cos = np.array([0.5, 0.5, 0.5, -0.9])
+    np.testing.assert_array_equal(relative_cosine_score(cos, 0.0, 1.5), np.zeros(4))  # off
+    np.testing.assert_array_equal(relative_cosine_score(cos, 3.0, 1.5), [1.0, 1.0, 1.0, 0.0])  # MAD 0
+    s = relative_cosine_score(np.linspace(-1, 1, 101), 3.0, 1.5)
+    assert np.all((s >= 0) & (s <= 1)) and np.all(np.diff(s) >= 0)
+    with pytest.raises(ValueError, match="cos_z_low"):
+        UpdateTrust(cos_z_low=1.0, cos_z_high=1.5)
