@@ -9,30 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flwr.app import Context, Message, RecordDict
-
-
-class InProcessGrid:
-    """A minimal ``flwr.serverapp.Grid`` stand-in: ``get_node_ids`` and ``send_and_receive``."""
-
-    def __init__(self, nodes: int) -> None:
-        from flwr.supercore.task_identity import TaskIdentity
-
-        # Message() reads the run/task identity that a real ServerApp process sets up.
-        TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 1, 1
-        self.contexts = {
-            i + 1: Context(run_id=1, node_id=i + 1, node_config={"partition-id": i, "num-partitions": nodes},
-                           state=RecordDict(), run_config={})
-            for i in range(nodes)
-        }  # fmt: skip
-
-    def get_node_ids(self) -> list[int]:
-        return list(self.contexts)
-
-    def send_and_receive(self, messages: Any, timeout: float | None = None) -> list[Message]:
-        from client.app import app as client_app
-
-        return [client_app(m, self.contexts[m.metadata.dst_node_id]) for m in messages]
+from experiments.inprocess import InProcessGrid  # one grid for tests and benchmarks
 
 
 def run_inprocess(overrides: list[str], nodes: int = 2) -> tuple[dict[str, Any], Any]:
