@@ -28,6 +28,13 @@ def dp_facts(run_dir: Path) -> dict[str, Any] | None:
             "clip": float(p.get("clip_norm", 0.0)), "seed": int(cfg.get("seed", 0))}  # fmt: skip
 
 
+def infinite_epsilon_position(epsilons: list[float]) -> float:
+    """Where a plot draws epsilon = inf (DP with z = 0): at 3x the largest finite epsilon, so it
+    sits at the right edge of a log axis and is labelled as such."""
+    finite = [e for e in epsilons if math.isfinite(e)]
+    return 3 * max(finite) if finite else 1.0
+
+
 def _mean_sd(values: list[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (0 for a single value)."""
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
@@ -84,8 +91,8 @@ def plot_privacy_utility(groups: list[dict[str, Any]], out: Path) -> None:
     from matplotlib.ticker import NullFormatter
 
     pts = [g for g in groups if g["hr@10"] is not None]
+    inf_x = infinite_epsilon_position([g["epsilon"] for g in pts])
     finite = [g["epsilon"] for g in pts if math.isfinite(g["epsilon"])]
-    inf_x = 3 * max(finite) if finite else 1.0
     fig, ax = plt.subplots(figsize=(5, 3.4))
     for g in pts:
         x = g["epsilon"] if math.isfinite(g["epsilon"]) else inf_x

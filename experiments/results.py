@@ -69,8 +69,9 @@ def plot(rows: list[dict[str, Any]], out: Path, x: str = "round", y: str = "hr@1
     if with_eps:
         ax2 = axes[0][1]
         # epsilon = inf (DP mode with noise_multiplier=0) is drawn at the right edge and labelled so.
-        finite = [r["epsilon"] for r in with_eps if math.isfinite(r["epsilon"])]
-        inf_x = 3 * max(finite) if finite else 1.0
+        from experiments.privacy_utility import infinite_epsilon_position
+
+        inf_x = infinite_epsilon_position([r["epsilon"] for r in with_eps])
         xs = [r["epsilon"] if math.isfinite(r["epsilon"]) else inf_x for r in with_eps]
         ax2.scatter(xs, [r["hr@10"] for r in with_eps])
         for x, r in zip(xs, with_eps, strict=True):

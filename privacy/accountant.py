@@ -112,6 +112,21 @@ def _released(history: Iterable[Sequence[float]]) -> list[HistoryEntry]:
     return [e for e in compact_history(history) if e[1] > 0.0]
 
 
+def _released_for_epsilon(
+    history: Iterable[Sequence[float]], delta: float
+) -> tuple[float, list[HistoryEntry], float | None]:
+    """The checked delta, the released entries, and the epsilon when no numerics are needed:
+    0 when nothing was released, ``inf`` when a released round had no noise (``z == 0``), else
+    None (the accountant has to compute it)."""
+    d = _check_delta(delta)
+    released = _released(history)
+    if not released:
+        return d, released, 0.0
+    if any(z == 0.0 for z, _, _ in released):
+        return d, released, math.inf
+    return d, released, None
+
+
 def _history_steps(history: Iterable[Sequence[float]]) -> int:
     return sum(int(e[2]) for e in history)
 
@@ -166,12 +181,9 @@ def rdp_epsilon(
     float
         Epsilon >= 0; ``inf`` if any released round has ``z == 0``.
     """
-    d = _check_delta(delta)
-    released = _released(history)
-    if not released:
-        return 0.0
-    if any(z == 0.0 for z, _, _ in released):
-        return math.inf
+    d, released, trivial = _released_for_epsilon(history, delta)
+    if trivial is not None:
+        return trivial
     from opacus.accountants.analysis import rdp as opacus_rdp
 
     orders = _default_alphas() if alphas is None else tuple(float(a) for a in alphas)
@@ -204,12 +216,9 @@ def prv_epsilon(
     float
         Epsilon >= 0; ``inf`` if any released round has ``z == 0``.
     """
-    d = _check_delta(delta)
-    released = _released(history)
-    if not released:
-        return 0.0
-    if any(z == 0.0 for z, _, _ in released):
-        return math.inf
+    d, released, trivial = _released_for_epsilon(history, delta)
+    if trivial is not None:
+        return trivial
     from opacus.accountants import PRVAccountant
 
     acc = PRVAccountant()
