@@ -40,7 +40,7 @@ from secure_agg.protocol import (
     normalise_run_id,
     pair_sign,
 )
-from secure_agg.shamir import decode_share, encode_share, split_secrets
+from secure_agg.shamir import encode_share, share_x, split_secrets
 
 log = logging.getLogger(__name__)
 
@@ -313,8 +313,8 @@ class ClientCohort:
             for v, ct in inbox.items():
                 key = share_key(st.c_shared[v], self.run_id, self.round_id, v, u)
                 sk_sh, b_sh = decrypt_shares(key, self.run_id, self.round_id, v, u, ct)
-                for sh in (sk_sh, b_sh):
-                    if decode_share(sh, SECRET_BYTES)[0] != roster.x_of(u):
+                for sh in (sk_sh, b_sh):  # decrypt_shares checked their lengths
+                    if share_x(sh) != roster.x_of(u):
                         raise SecAggError(f"share from user {v} to user {u} has the wrong x")
                 st.held[v] = (sk_sh, b_sh)
             st.masked_with = tuple(sorted(inbox))

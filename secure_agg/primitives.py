@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Sequence
+from functools import lru_cache
 
 import numpy as np
 from cryptography.hazmat.primitives import hashes
@@ -34,17 +35,16 @@ def hkdf(ikm: bytes, info: bytes, length: int = 32) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=length, salt=None, info=info).derive(ikm)
 
 
+@lru_cache(maxsize=64)
+def _context_prefix(label: str, run_id: bytes) -> bytes:
+    lab = label.encode()
+    return _DOMAIN + struct.pack("<H", len(lab)) + lab + struct.pack("<H", len(run_id)) + run_id
+
+
 def context_info(label: str, run_id: bytes, round_id: int, *ids: int) -> bytes:
     """Canonical HKDF info: domain | label | len-prefixed run id | round | ids (all fixed width)."""
-    lab = label.encode()
-    return (
-        _DOMAIN
-        + struct.pack("<H", len(lab))
-        + lab
-        + struct.pack("<H", len(run_id))
-        + run_id
-        + struct.pack(f"<Q{len(ids)}Q", round_id, *ids)
-    )
+    # called tens of times per user and round: the constant prefix is built once per label and run
+    return _context_prefix(label, bytes(run_id)) + struct.pack(f"<Q{len(ids)}Q", round_id, *ids)
 
 
 def agree(private_key: X25519PrivateKey, peer_public: bytes) -> bytes:
