@@ -245,10 +245,7 @@ def masked(msg: Message, context: Context) -> Message:
     users = np.array(live, np.int64)
     q = quantization_config(cfg)
     total, metrics, report = _train_rows(cfg, msg, context, users, np.array([trust_of[u] for u in live]), rnd, q)
-    # the cohort's inputs are already summed: give the sum to one user and a zero view to the rest
-    zero = np.broadcast_to(np.uint32(0), total.shape)
-    vectors = {u: (total if i == 0 else zero) for i, u in enumerate(live)}
-    m = cohort.masked_input_sum(inboxes, vectors, live)
+    m = cohort.masked_sum(inboxes, total, live)  # the cohort's inputs are summed already
     _save(context, cohort)
     env = _seal(cfg, run_id, pem, {m.user_ids[0]: encode_masked(m)} if m.user_ids else {}, rnd, context,
                 "masked_input")  # fmt: skip

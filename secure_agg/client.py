@@ -72,6 +72,7 @@ class ClientCohort:
         shares = cohort.share_keys(roster)                # {u: ShareKeys}          -> server
         masked = cohort.masked_input(inboxes, q)          # {u: uint32[dim]}        -> server
           # or  cohort.masked_input_sum(inboxes, q)       # one MaskedInput for the whole cohort
+          # or  cohort.masked_sum(inboxes, q.sum(0), us)  # the same, from the node's own sum
         resp = cohort.unmask(request)                     # {u: UnmaskResponse}     -> server
 
     Parameters
@@ -396,10 +397,36 @@ class ClientCohort:
         vecs = self._start_masked(inboxes, vectors, users)
         assert self.roster is not None
         acc = np.zeros(self.roster.dim, dtype=np.uint32)
+        for u in sorted(self._users):
+            np.add(acc, vecs[u], out=acc)
+        return self._mask_cohort(acc)
+
+    def masked_sum(
+        self, inboxes: Mapping[int, Mapping[int, bytes]], total: np.ndarray, users: Sequence[int]
+    ) -> MaskedInput:
+        """``masked_input_sum`` for a node that has already summed its users' quantised inputs.
+
+        ``total`` is the uint32[dim] sum (mod 2^32) of the inputs of exactly ``users``; every one of
+        them must have its share inbox, since an input already in the sum cannot be left out.
+        """
+        self._require("masked_input", "masked_sum")
+        assert self.roster is not None
+        total = np.asarray(total)
+        if total.dtype != np.uint32 or total.shape != (self.roster.dim,):
+            raise SecAggError(
+                f"summed input must be uint32[{self.roster.dim}], got {total.dtype}{list(total.shape)}"
+            )
+        sel = self._select(users)
+        missing = sel - set(inboxes)
+        if missing:
+            raise SecAggError(f"users {sorted(missing)} are in the sum but have no share inbox")
+        self._open_inboxes(inboxes, sorted(sel))
+        return self._mask_cohort(np.array(total, dtype=np.uint32, copy=True, order="C"))
+
+    def _mask_cohort(self, acc: np.ndarray) -> MaskedInput:
         inside = set(self._users)
         seeds: list[tuple[bytes, int]] = []
         for u in sorted(self._users):
-            np.add(acc, vecs[u], out=acc)
             seeds += self._mask_seeds(u, skip=inside)
         apply_masks(acc, seeds)  # one fused pass over acc for every mask of the cohort
         self.stage = "unmask"
