@@ -80,15 +80,19 @@ def self_mask_seed(b_u: bytes, run_id: bytes, round_id: int, u: int) -> bytes:
     return hkdf(b_u, context_info("self-mask", run_id, round_id, u))
 
 
-def share_key(
-    shared_secret: bytes, run_id: bytes, round_id: int, sender: int, receiver: int
-) -> bytes:
-    """AES-256-GCM key for shares sent from ``sender`` to ``receiver`` (directional).
+def share_keys_between(
+    shared_secret: bytes, run_id: bytes, round_id: int, u: int, v: int
+) -> tuple[bytes, bytes]:
+    """AES-256-GCM keys for shares sent u -> v and v -> u (directional), from one HKDF call.
 
-    ``shared_secret`` is ``agree(c_sender, c_receiver_pk)``, equal on both ends; the direction
-    in the HKDF info makes the keys of u -> v and v -> u different.
+    ``shared_secret`` is ``agree(c_u, c_v_pk)``, equal on both ends. One 64-byte HKDF-SHA256 output
+    under the info of the unordered pair (lo, hi) is split: bytes [0, 32) key lo -> hi, [32, 64)
+    key hi -> lo, so both parties derive both keys at once and the two directions differ.
     """
-    return hkdf(shared_secret, context_info("share-enc", run_id, round_id, sender, receiver))
+    lo, hi = (u, v) if u < v else (v, u)
+    okm = hkdf(shared_secret, context_info("share-enc", run_id, round_id, lo, hi), length=64)
+    up, down = okm[:32], okm[32:]
+    return (up, down) if u == lo else (down, up)
 
 
 class MaskExpander:
