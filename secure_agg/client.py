@@ -289,6 +289,8 @@ class ClientCohort:
         self.roster = roster
         t = roster.threshold
         out = {}
+        # a pair of users on this node needs one X25519 agreement for both directions' keys
+        inside: dict[tuple[int, int], tuple[bytes, bytes]] = {}
         for u in sorted(self._users):
             st = self._users[u]
             st.neighbours = self._graph[u]
@@ -303,9 +305,14 @@ class ClientCohort:
                 if h == u:
                     st.held[u] = (sk_sh, b_sh)
                     continue
-                key, st.recv_keys[h] = share_keys_between(
-                    agree(c_sk, roster.c_pks[h]), self.run_id, self.round_id, u, h
-                )
+                keys = inside.pop((h, u), None)  # (u -> h, h -> u) if h derived them already
+                if keys is None:
+                    keys = share_keys_between(
+                        agree(c_sk, roster.c_pks[h]), self.run_id, self.round_id, u, h
+                    )
+                    if h in self._users:
+                        inside[(u, h)] = (keys[1], keys[0])  # as seen from h
+                key, st.recv_keys[h] = keys
                 cts[h] = encrypt_shares(key, self.run_id, self.round_id, u, h, sk_sh, b_sh)
             out[u] = ShareKeys(u, b_commitment(st.b, self.run_id, self.round_id, u), cts)
         self.stage = "masked_input"
