@@ -10,18 +10,19 @@ ConfigRecord (``run-id`` str, ``server-key`` PEM bytes of the run's RSA public k
 =============  ==================================================  =================================
 stage          server -> node                                      node -> server
 =============  ==================================================  =================================
-advertise      ``plan`` (users, trust)                             one envelope per user
-share          ``secagg-in``: ``roster`` bytes                     one envelope per user
-masked         ``arrays`` (shared), ``plan``, ``secagg-in``:       one envelope for the cohort's
-               ``receivers`` [int], ``inboxes`` [bytes]            pre-summed masked vector (sealed
-                                                                   under its lowest user id),
+advertise      ``plan`` (users, trust)                             one section per user
+share          ``secagg-in``: ``roster`` bytes                     one section per user
+masked         ``arrays`` (shared), ``plan``, ``secagg-in``:       one section: the cohort's
+               ``receivers`` [int], ``inboxes`` [bytes]            pre-summed masked vector (under
+                                                                   its lowest user id),
                                                                    ``metrics``, ``report``
-unmask         ``secagg-in``: ``request`` bytes                    one envelope per user
+unmask         ``secagg-in``: ``request`` bytes                    one section per user
 =============  ==================================================  =================================
 
-Every reply carries ``secagg`` ConfigRecord: ``users`` [int] and ``envelopes`` [bytes] (AES-GCM
-under an RSA-OAEP-wrapped key, AAD binding run, round, user and stage), and ``dropped`` [int], the
-users that left before this stage (injected with ``secure_agg.dropout``).
+Every reply carries ``secagg`` ConfigRecord: ``envelopes`` [bytes], one node envelope (none when
+no user of the node is left): one RSA-OAEP-wrapped AES-256-GCM key and one section per user, each
+section's AAD binding run, round, stage, node and user (``secure_agg.envelope``); and ``dropped``
+[int], the users that left before this stage (injected with ``secure_agg.dropout``).
 
 The masked input is ``quantise([w_u * clip(delta_u) + noise_u, w_u])`` summed over the node's
 surviving users, plus their self masks and the pairwise masks to users on other nodes (pairwise
@@ -133,10 +134,17 @@ def _load(context: Context, cfg: FedrecConfig, rnd: int, run_id: str) -> ClientC
     return cohort
 
 
-def _reply(msg: Message, envelopes: dict[int, bytes], dropped: list[int], extra: dict | None = None) -> Message:
-    users = sorted(envelopes)
-    rec = ConfigRecord({"users": users, "envelopes": [envelopes[u] for u in users], "dropped": list(dropped)})
+def _reply(msg: Message, envelope: bytes | None, dropped: list[int], extra: dict | None = None) -> Message:
+    rec = ConfigRecord({"envelopes": [envelope] if envelope else [], "dropped": list(dropped)})
     return Message(RecordDict({"secagg": rec, **(extra or {})}), reply_to=msg)
+
+
+def _seal(cfg: FedrecConfig, run_id: str, pem: bytes, payloads: dict[int, bytes], rnd: int, context: Context,
+          stage: str) -> bytes | None:  # fmt: skip
+    """One envelope for all of the node's payloads of this stage (None when there are none)."""
+    if not payloads:
+        return None
+    return _sealer(cfg, run_id, pem).seal(payloads, rnd, int(context.node_id), stage)
 
 
 def advertise(msg: Message, context: Context) -> Message:
@@ -148,8 +156,7 @@ def advertise(msg: Message, context: Context) -> Message:
     cohort = ClientCohort(cfg.secure_agg, rnd, users, run_id=run_id)
     adv = cohort.advertise_keys(live)
     _save(context, cohort)
-    sealer = _sealer(cfg, run_id, pem)
-    env = {u: sealer.seal(encode_advertise(m), rnd, u, "advertise_keys") for u, m in adv.items()}
+    env = _seal(cfg, run_id, pem, {u: encode_advertise(m) for u, m in adv.items()}, rnd, context, "advertise_keys")
     return _reply(msg, env, dropped)
 
 
@@ -158,14 +165,14 @@ def share(msg: Message, context: Context) -> Message:
     cfg, rnd, run_id, pem = _setup(msg, context)
     cohort = _load(context, cfg, rnd, run_id)
     if cohort is None or cohort.stage != "share_keys":
-        return _reply(msg, {}, [])
+        return _reply(msg, None, [])
     roster = decode_roster(bytes(msg.content["secagg-in"]["roster"]))
-    live, dropped = _live([u for u in cohort.users if u in set(roster.users)], "share_keys", cfg, rnd,
+    listed = set(roster.users)
+    live, dropped = _live([u for u in cohort.users if u in listed], "share_keys", cfg, rnd,
                           _node_key(context, cfg))  # fmt: skip
     shares = cohort.share_keys(roster, live)
     _save(context, cohort)
-    sealer = _sealer(cfg, run_id, pem)
-    env = {u: sealer.seal(encode_share_keys(m), rnd, u, "share_keys") for u, m in shares.items()}
+    env = _seal(cfg, run_id, pem, {u: encode_share_keys(m) for u, m in shares.items()}, rnd, context, "share_keys")
     return _reply(msg, env, dropped)
 
 
@@ -226,7 +233,7 @@ def masked(msg: Message, context: Context) -> Message:
     cfg, rnd, run_id, pem = _setup(msg, context)
     cohort = _load(context, cfg, rnd, run_id)
     if cohort is None or cohort.stage != "masked_input":
-        return _reply(msg, {}, [])
+        return _reply(msg, None, [])
     sin = msg.content["secagg-in"]
     inboxes = {int(r): decode_inbox(bytes(b))[1] for r, b in zip(sin["receivers"], sin["inboxes"], strict=True)}
     live, dropped = _live([u for u in cohort.users if u in inboxes], "masked_input", cfg, rnd,
@@ -234,18 +241,14 @@ def masked(msg: Message, context: Context) -> Message:
     plan = msg.content["plan"]
     trust_of = dict(zip(plan["users"].numpy().tolist(), plan["trust"].numpy().tolist(), strict=True))
     if not live:
-        return _reply(msg, {}, dropped)
+        return _reply(msg, None, dropped)
     users = np.array(live, np.int64)
     q = quantization_config(cfg)
     total, metrics, report = _train_rows(cfg, msg, context, users, np.array([trust_of[u] for u in live]), rnd, q)
-    # the cohort's inputs are already summed: give the sum to one user and a zero view to the rest
-    zero = np.broadcast_to(np.uint32(0), total.shape)
-    vectors = {u: (total if i == 0 else zero) for i, u in enumerate(live)}
-    m = cohort.masked_input_sum(inboxes, vectors, live)
+    m = cohort.masked_sum(inboxes, total, live)  # the cohort's inputs are summed already
     _save(context, cohort)
-    env = {}
-    if m.user_ids:
-        env[m.user_ids[0]] = _sealer(cfg, run_id, pem).seal(encode_masked(m), rnd, m.user_ids[0], "masked_input")
+    env = _seal(cfg, run_id, pem, {m.user_ids[0]: encode_masked(m)} if m.user_ids else {}, rnd, context,
+                "masked_input")  # fmt: skip
     return _reply(msg, env, dropped, {"metrics": metrics, "report": report})
 
 
@@ -255,7 +258,7 @@ def unmask(msg: Message, context: Context) -> Message:
     cohort = _load(context, cfg, rnd, run_id)
     context.state.config_records.pop(STATE_KEY, None)  # the round ends here either way
     if cohort is None or cohort.stage != "unmask":
-        return _reply(msg, {}, [])
+        return _reply(msg, None, [])
     request = decode_unmask_request(bytes(msg.content["secagg-in"]["request"]))
     live, dropped = _live(cohort.users, "unmask", cfg, rnd, _node_key(context, cfg))
     try:
@@ -263,9 +266,9 @@ def unmask(msg: Message, context: Context) -> Message:
     except SecAggError as exc:
         # a request that could expose a user's input is refused for the whole cohort
         log.warning("round %d: refusing the unmask request: %s", rnd, exc)
-        return _reply(msg, {}, [], {"refused": ConfigRecord({"reason": str(exc)})})
-    sealer = _sealer(cfg, run_id, pem)
-    env = {u: sealer.seal(encode_unmask_response(r), rnd, u, "unmask") for u, r in responses.items()}
+        return _reply(msg, None, [], {"refused": ConfigRecord({"reason": str(exc)})})
+    env = _seal(cfg, run_id, pem, {u: encode_unmask_response(r) for u, r in responses.items()}, rnd, context,
+                "unmask")  # fmt: skip
     return _reply(msg, env, dropped)
 
 

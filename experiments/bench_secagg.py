@@ -4,8 +4,9 @@ aggregation, Flower's SecAgg+ (the pinned flwr) and this machine's cryptographic
 What is measured, in this process, as CPU seconds (``time.process_time``: the machine may be shared,
 and wall time would count other processes), same n, d and neighbour count k:
 
-- **fedrec**: one party per user (the device deployment: a node hosting one user), the real
-  ``secure_agg`` client and server state machines, wire encodings and AES-GCM/RSA-OAEP envelopes.
+- **fedrec**: one party per user (the device deployment: a node hosting one user, so one envelope
+  and one RSA unwrap per user and stage), the real ``secure_agg`` client and server state
+  machines, wire encodings and AES-GCM/RSA-OAEP envelopes.
   Client seconds are summed over all users; the masked-input stage includes quantising
   ``[w * update, w]``. Users that drop do so after sharing keys (before their masked input), the
   case that makes the server rebuild pairwise masks.
@@ -77,6 +78,11 @@ def _update(d: int, rng: np.random.Generator) -> np.ndarray:
 
 
 # ---- fedrec --------------------------------------------------------------------------------
+def _open1(opener, blob: bytes, rnd: int, user: int, stage: str) -> bytes:
+    """Open a one-user device's envelope (node id = user id here) and return its payload."""
+    return opener.open(blob, rnd, user, stage, (user,)).payloads[user]
+
+
 def bench_fedrec(n: int, d: int, k: int, dropout: float, rsa_key, seed: int = 0) -> dict[str, Any]:
     """One secure round, one party per user, timed per stage and side (see module docstring)."""
     from secure_agg import (
@@ -111,11 +117,11 @@ def bench_fedrec(n: int, d: int, k: int, dropout: float, rsa_key, seed: int = 0)
     t = tc()
     for u in users:
         cohorts[u] = ClientCohort(cfg, rnd, [u], run_id=run)
-        env[u] = sealer.seal(M.encode_advertise(cohorts[u].advertise_keys()[u]), rnd, u, "advertise_keys")
+        env[u] = sealer.seal({u: M.encode_advertise(cohorts[u].advertise_keys()[u])}, rnd, u, "advertise_keys")
     c.add("advertise_keys", "client", tc() - t)
     c.t["advertise_keys"]["bytes_up"] = sum(map(len, env.values()))
     t = tc()
-    roster = server.advertise([M.decode_advertise(opener.open(b, rnd, u, "advertise_keys")) for u, b in env.items()])
+    roster = server.advertise([M.decode_advertise(_open1(opener, b, rnd, u, "advertise_keys")) for u, b in env.items()])
     roster_blob = M.encode_roster(roster)
     c.add("advertise_keys", "server", tc() - t)
 
@@ -123,11 +129,11 @@ def bench_fedrec(n: int, d: int, k: int, dropout: float, rsa_key, seed: int = 0)
     t = tc()
     for u in users:
         r = M.decode_roster(roster_blob)
-        env[u] = sealer.seal(M.encode_share_keys(cohorts[u].share_keys(r)[u]), rnd, u, "share_keys")
+        env[u] = sealer.seal({u: M.encode_share_keys(cohorts[u].share_keys(r)[u])}, rnd, u, "share_keys")
     c.add("share_keys", "client", tc() - t)
     c.t["share_keys"]["bytes_up"] = sum(map(len, env.values()))
     t = tc()
-    inboxes = server.route_shares([M.decode_share_keys(opener.open(b, rnd, u, "share_keys")) for u, b in env.items()])
+    inboxes = server.route_shares([M.decode_share_keys(_open1(opener, b, rnd, u, "share_keys")) for u, b in env.items()])
     inbox_blobs = {v: M.encode_inbox(v, box) for v, box in inboxes.items()}
     c.add("share_keys", "server", tc() - t)
 
@@ -140,11 +146,11 @@ def bench_fedrec(n: int, d: int, k: int, dropout: float, rsa_key, seed: int = 0)
         # float32 weighted row + its weight, as client.secagg quantises a trained user's delta
         qv = quantize_rows(update[None] * np.float32(weights[u]), weights[u : u + 1], q, qrng)[0][0]
         y = cohorts[u].masked_input({u: box}, {u: qv})[u]
-        blob = sealer.seal(M.encode_masked(M.MaskedInput((u,), y)), rnd, u, "masked_input")
+        blob = sealer.seal({u: M.encode_masked(M.MaskedInput((u,), y))}, rnd, u, "masked_input")
         c.add("masked_input", "client", tc() - t)
         c.t["masked_input"]["bytes_up"] += len(blob)
         t = tc()
-        server.receive_masked(M.decode_masked(opener.open(blob, rnd, u, "masked_input")))
+        server.receive_masked(M.decode_masked(_open1(opener, blob, rnd, u, "masked_input")))
         c.add("masked_input", "server", tc() - t)
     t = tc()
     req_blob = M.encode_unmask_request(server.unmask_requests())
@@ -154,11 +160,11 @@ def bench_fedrec(n: int, d: int, k: int, dropout: float, rsa_key, seed: int = 0)
     t = tc()
     for u in live:
         r = cohorts[u].unmask(M.decode_unmask_request(req_blob))[u]
-        env[u] = sealer.seal(M.encode_unmask_response(r), rnd, u, "unmask")
+        env[u] = sealer.seal({u: M.encode_unmask_response(r)}, rnd, u, "unmask")
     c.add("unmask", "client", tc() - t)
     c.t["unmask"]["bytes_up"] = sum(len(env[u]) for u in live)
     t = tc()
-    total = server.finish([M.decode_unmask_response(opener.open(env[u], rnd, u, "unmask")) for u in live])
+    total = server.finish([M.decode_unmask_response(_open1(opener, env[u], rnd, u, "unmask")) for u in live])
     mean = dequantize(total, len(live), q, weighted=True)
     c.add("unmask", "server", tc() - t)
     expect = update * weights[live].sum()

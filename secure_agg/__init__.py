@@ -4,15 +4,7 @@ upload envelopes. A plain library: no Flower imports."""
 from secure_agg.client import ClientCohort
 from secure_agg.config import STAGES, SecAggConfig, resolve_threshold
 from secure_agg.dropout import inject_dropouts
-from secure_agg.envelope import (
-    EnvelopeOpener,
-    EnvelopeSealer,
-    RejectionCounter,
-    generate_server_keypair,
-    load_private_key,
-    load_public_key,
-    seal_many,
-)
+from secure_agg.envelope import EnvelopeOpener, EnvelopeSealer, OpenedEnvelope, RejectionCounter
 from secure_agg.errors import (
     EnvelopeError,
     MisroutedEnvelope,
@@ -26,6 +18,7 @@ from secure_agg.errors import (
     WrongKeyEnvelope,
 )
 from secure_agg.floor import MachineRates, compute_floor, floor_breakdown, measure_rates
+from secure_agg.keys import generate_server_keypair, load_private_key, load_public_key
 from secure_agg.messages import (
     AdvertiseKeys,
     MaskedInput,
@@ -58,6 +51,7 @@ __all__ = [
     "MaskExpander",
     "MaskedInput",
     "MisroutedEnvelope",
+    "OpenedEnvelope",
     "QuantizationConfig",
     "QuantizationError",
     "RejectionCounter",
@@ -88,7 +82,6 @@ __all__ = [
     "quantize",
     "quantize_rows",
     "resolve_threshold",
-    "seal_many",
     "unpack_weighted",
     "weighted_mean",
 ]

@@ -31,7 +31,7 @@ from secure_agg.primitives import (
     pair_mask_seed,
     public_bytes,
     self_mask_seed,
-    share_key,
+    share_keys_between,
 )
 from secure_agg.protocol import (
     b_commitment,
@@ -40,7 +40,7 @@ from secure_agg.protocol import (
     normalise_run_id,
     pair_sign,
 )
-from secure_agg.shamir import decode_share, encode_share, split_secrets
+from secure_agg.shamir import encode_share, share_x, split_secrets
 
 log = logging.getLogger(__name__)
 
@@ -48,14 +48,30 @@ log = logging.getLogger(__name__)
 @dataclass
 class _User:
     user_id: int
-    c_sk: X25519PrivateKey
-    s_sk: X25519PrivateKey
+    c_raw: bytes  # X25519 private key for share encryption (raw 32 bytes)
+    s_raw: bytes  # X25519 private key for pairwise masks (raw 32 bytes)
+    c_pk: bytes
+    s_pk: bytes
     b: bytes = b""
     neighbours: tuple[int, ...] = ()
     # owner -> (encoded share of owner's s^SK, encoded share of owner's b), this user's holdings
     held: dict[int, tuple[bytes, bytes]] = field(default_factory=dict)
     masked_with: tuple[int, ...] = ()
-    c_shared: dict[int, bytes] = field(default_factory=dict)  # X25519(c_u, c_v) per neighbour
+    recv_keys: dict[int, bytes] = field(default_factory=dict)  # AES-GCM key of shares from v
+
+    @classmethod
+    def fresh(cls, user_id: int) -> _User:
+        c, s = X25519PrivateKey.generate(), X25519PrivateKey.generate()
+        return cls(user_id, c.private_bytes_raw(), s.private_bytes_raw(), public_bytes(c), public_bytes(s))
+
+    # key objects are built when a stage needs them, not on every load of the cohort's state
+    @property
+    def c_sk(self) -> X25519PrivateKey:
+        return X25519PrivateKey.from_private_bytes(self.c_raw)
+
+    @property
+    def s_sk(self) -> X25519PrivateKey:
+        return X25519PrivateKey.from_private_bytes(self.s_raw)
 
 
 class ClientCohort:
@@ -72,6 +88,7 @@ class ClientCohort:
         shares = cohort.share_keys(roster)                # {u: ShareKeys}          -> server
         masked = cohort.masked_input(inboxes, q)          # {u: uint32[dim]}        -> server
           # or  cohort.masked_input_sum(inboxes, q)       # one MaskedInput for the whole cohort
+          # or  cohort.masked_sum(inboxes, q.sum(0), us)  # the same, from the node's own sum
         resp = cohort.unmask(request)                     # {u: UnmaskResponse}     -> server
 
     Parameters
@@ -142,18 +159,20 @@ class ClientCohort:
         """
         users = {
             str(u): {
-                "c": st.c_sk.private_bytes_raw().hex(),
-                "s": st.s_sk.private_bytes_raw().hex(),
+                "c": st.c_raw.hex(),
+                "s": st.s_raw.hex(),
+                "cp": st.c_pk.hex(),
+                "sp": st.s_pk.hex(),
                 "b": st.b.hex(),
                 "nb": list(st.neighbours),
                 "held": {str(v): [a.hex(), b.hex()] for v, (a, b) in st.held.items()},
                 "mw": list(st.masked_with),
-                "cs": {str(v): x.hex() for v, x in st.c_shared.items()},
+                "rk": {str(v): x.hex() for v, x in st.recv_keys.items()},
             }
             for u, st in self._users.items()
         }
         meta = {
-            "v": 1,
+            "v": 2,
             "round": self.round_id,
             "run": self.run_id.hex(),
             "stage": self.stage,
@@ -169,7 +188,7 @@ class ClientCohort:
         """Inverse of ``to_bytes``; ``config`` must be the one the cohort was created with."""
         try:
             meta = json.loads(blob)
-            if meta.get("v") != 1:
+            if meta.get("v") != 2:
                 raise SecAggError(f"unknown cohort state version {meta.get('v')!r}")
             self = cls(config, meta["round"], meta["pending"], run_id=bytes.fromhex(meta["run"]))
             self.stage = meta["stage"]
@@ -181,13 +200,15 @@ class ClientCohort:
             for u, d in meta["users"].items():
                 st = _User(
                     int(u),
-                    X25519PrivateKey.from_private_bytes(bytes.fromhex(d["c"])),
-                    X25519PrivateKey.from_private_bytes(bytes.fromhex(d["s"])),
+                    bytes.fromhex(d["c"]),
+                    bytes.fromhex(d["s"]),
+                    bytes.fromhex(d["cp"]),
+                    bytes.fromhex(d["sp"]),
                     bytes.fromhex(d["b"]),
                     tuple(d["nb"]),
                     {int(v): (bytes.fromhex(a), bytes.fromhex(b)) for v, (a, b) in d["held"].items()},
                     tuple(d["mw"]),
-                    {int(v): bytes.fromhex(x) for v, x in d["cs"].items()},
+                    {int(v): bytes.fromhex(x) for v, x in d["rk"].items()},
                 )
                 self._users[int(u)] = st
         except (KeyError, TypeError, ValueError) as exc:
@@ -205,9 +226,8 @@ class ClientCohort:
         self.dropped |= set(self._pending) - set(ids)
         out = {}
         for u in ids:
-            st = _User(u, X25519PrivateKey.generate(), X25519PrivateKey.generate())
-            self._users[u] = st
-            out[u] = AdvertiseKeys(u, public_bytes(st.c_sk), public_bytes(st.s_sk))
+            st = self._users[u] = _User.fresh(u)
+            out[u] = AdvertiseKeys(u, st.c_pk, st.s_pk)
         self.stage = "share_keys"
         return out
 
@@ -247,7 +267,7 @@ class ClientCohort:
             raise SecAggError("roster contains repeated public keys")
         for u, st in self._users.items():
             if u in roster.c_pks and (
-                roster.c_pks[u] != public_bytes(st.c_sk) or roster.s_pks[u] != public_bytes(st.s_sk)
+                roster.c_pks[u] != st.c_pk or roster.s_pks[u] != st.s_pk
             ):
                 raise SecAggError(f"roster carries wrong public keys for user {u}")
         graph = NeighbourGraph(roster.users, roster.k, roster.graph_seed)
@@ -269,22 +289,30 @@ class ClientCohort:
         self.roster = roster
         t = roster.threshold
         out = {}
+        # a pair of users on this node needs one X25519 agreement for both directions' keys
+        inside: dict[tuple[int, int], tuple[bytes, bytes]] = {}
         for u in sorted(self._users):
             st = self._users[u]
             st.neighbours = self._graph[u]
             st.b = os.urandom(SECRET_BYTES)
             holders = tuple(sorted((u, *st.neighbours)))
             xs = [roster.x_of(h) for h in holders]
-            sk_raw = st.s_sk.private_bytes_raw()
-            shares = split_secrets([sk_raw, st.b], xs, t)
+            shares = split_secrets([st.s_raw, st.b], xs, t)
+            c_sk = st.c_sk
             cts = {}
             for h in holders:
                 sk_sh, b_sh = (encode_share(s) for s in shares[roster.x_of(h)])
                 if h == u:
                     st.held[u] = (sk_sh, b_sh)
                     continue
-                st.c_shared[h] = agree(st.c_sk, roster.c_pks[h])
-                key = share_key(st.c_shared[h], self.run_id, self.round_id, u, h)
+                keys = inside.pop((h, u), None)  # (u -> h, h -> u) if h derived them already
+                if keys is None:
+                    keys = share_keys_between(
+                        agree(c_sk, roster.c_pks[h]), self.run_id, self.round_id, u, h
+                    )
+                    if h in self._users:
+                        inside[(u, h)] = (keys[1], keys[0])  # as seen from h
+                key, st.recv_keys[h] = keys
                 cts[h] = encrypt_shares(key, self.run_id, self.round_id, u, h, sk_sh, b_sh)
             out[u] = ShareKeys(u, b_commitment(st.b, self.run_id, self.round_id, u), cts)
         self.stage = "masked_input"
@@ -311,14 +339,13 @@ class ClientCohort:
                     f"t={roster.threshold}"
                 )
             for v, ct in inbox.items():
-                key = share_key(st.c_shared[v], self.run_id, self.round_id, v, u)
-                sk_sh, b_sh = decrypt_shares(key, self.run_id, self.round_id, v, u, ct)
-                for sh in (sk_sh, b_sh):
-                    if decode_share(sh, SECRET_BYTES)[0] != roster.x_of(u):
+                sk_sh, b_sh = decrypt_shares(st.recv_keys[v], self.run_id, self.round_id, v, u, ct)
+                for sh in (sk_sh, b_sh):  # decrypt_shares checked their lengths
+                    if share_x(sh) != roster.x_of(u):
                         raise SecAggError(f"share from user {v} to user {u} has the wrong x")
                 st.held[v] = (sk_sh, b_sh)
             st.masked_with = tuple(sorted(inbox))
-            st.c_shared.clear()  # share-encryption secrets are not needed any more
+            st.recv_keys.clear()  # share-encryption keys are not needed any more
 
     def _vectors(self, vectors, users: Sequence[int] | None) -> dict[int, np.ndarray]:
         assert self.roster is not None
@@ -349,12 +376,6 @@ class ClientCohort:
         self._open_inboxes(inboxes, sorted(sel & set(vecs) & set(self._users)))
         return vecs
 
-    def _pair_seed(self, st: _User, v: int) -> bytes:
-        assert self.roster is not None
-        return pair_mask_seed(
-            st.s_sk, self.roster.s_pks[v], self.run_id, self.round_id, st.user_id, v
-        )
-
     def masked_input(
         self,
         inboxes: Mapping[int, Mapping[int, bytes]],
@@ -378,7 +399,14 @@ class ClientCohort:
         """(AES key, sign) of user u's self mask and of its pairwise masks to neighbours not in ``skip``."""
         st = self._users[u]
         seeds = [(self_mask_seed(st.b, self.run_id, self.round_id, u), 1)]
-        seeds += [(self._pair_seed(st, v), pair_sign(u, v)) for v in st.masked_with if v not in skip]
+        peers = [v for v in st.masked_with if v not in skip]
+        if peers:
+            assert self.roster is not None
+            s_sk, s_pks = st.s_sk, self.roster.s_pks
+            seeds += [
+                (pair_mask_seed(s_sk, s_pks[v], self.run_id, self.round_id, u, v), pair_sign(u, v))
+                for v in peers
+            ]
         return seeds
 
     def masked_input_sum(
@@ -396,10 +424,36 @@ class ClientCohort:
         vecs = self._start_masked(inboxes, vectors, users)
         assert self.roster is not None
         acc = np.zeros(self.roster.dim, dtype=np.uint32)
+        for u in sorted(self._users):
+            np.add(acc, vecs[u], out=acc)
+        return self._mask_cohort(acc)
+
+    def masked_sum(
+        self, inboxes: Mapping[int, Mapping[int, bytes]], total: np.ndarray, users: Sequence[int]
+    ) -> MaskedInput:
+        """``masked_input_sum`` for a node that has already summed its users' quantised inputs.
+
+        ``total`` is the uint32[dim] sum (mod 2^32) of the inputs of exactly ``users``; every one of
+        them must have its share inbox, since an input already in the sum cannot be left out.
+        """
+        self._require("masked_input", "masked_sum")
+        assert self.roster is not None
+        total = np.asarray(total)
+        if total.dtype != np.uint32 or total.shape != (self.roster.dim,):
+            raise SecAggError(
+                f"summed input must be uint32[{self.roster.dim}], got {total.dtype}{list(total.shape)}"
+            )
+        sel = self._select(users)
+        missing = sel - set(inboxes)
+        if missing:
+            raise SecAggError(f"users {sorted(missing)} are in the sum but have no share inbox")
+        self._open_inboxes(inboxes, sorted(sel))
+        return self._mask_cohort(np.array(total, dtype=np.uint32, copy=True, order="C"))
+
+    def _mask_cohort(self, acc: np.ndarray) -> MaskedInput:
         inside = set(self._users)
         seeds: list[tuple[bytes, int]] = []
         for u in sorted(self._users):
-            np.add(acc, vecs[u], out=acc)
             seeds += self._mask_seeds(u, skip=inside)
         apply_masks(acc, seeds)  # one fused pass over acc for every mask of the cohort
         self.stage = "unmask"

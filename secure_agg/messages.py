@@ -156,8 +156,19 @@ def encode_roster(r: Roster) -> bytes:
         len(r.run_id),
     )
     body = [head, r.run_id, struct.pack("<I", len(r.users))]
-    body += [struct.pack("<Q32s32s", u, r.c_pks[u], r.s_pks[u]) for u in r.users]
+    body += [_ROSTER_REC.pack(u, r.c_pks[u], r.s_pks[u]) for u in r.users]
     return b"".join(body)
+
+
+def _records(blob: bytes, off: int, n: int, rec: struct.Struct) -> tuple[list[tuple], int]:
+    """``n`` fixed-size records of layout ``rec`` starting at ``off`` (one C-level pass)."""
+    raw, end = _take(blob, off, n * rec.size)
+    return list(rec.iter_unpack(raw)) if n else [], end
+
+
+_ROSTER_REC = struct.Struct("<Q32s32s")
+_SHARE_REC = struct.Struct(f"<Q{SHARE_CT_BYTES}s")
+_HELD_REC = struct.Struct(f"<Q{SHARE_BYTES}s")
 
 
 def decode_roster(blob: bytes) -> Roster:
@@ -165,12 +176,11 @@ def decode_roster(blob: bytes) -> Roster:
     (_, rnd, dim, n_planned, t, k, seed, rl), off = _unpack("<BQIIII32sH", blob, 0)
     run_id, off = _take(blob, off, rl)
     (n,), off = _unpack("<I", blob, off)
-    users, c_pks, s_pks = [], {}, {}
-    for _ in range(n):
-        (u, c, s), off = _unpack("<Q32s32s", blob, off)
-        users.append(u)
-        c_pks[u], s_pks[u] = c, s
+    recs, off = _records(blob, off, n, _ROSTER_REC)
     _done(blob, off, "roster")
+    users = [u for u, _, _ in recs]
+    c_pks = {u: c for u, c, _ in recs}
+    s_pks = {u: s for u, _, s in recs}
     return Roster(
         run_id, rnd, dim, n_planned, t, None if k == _NO_K else k, seed, tuple(users), c_pks, s_pks
     )
@@ -183,36 +193,33 @@ def encode_share_keys(m: ShareKeys) -> bytes:
         ct = m.ciphertexts[v]
         if len(ct) != SHARE_CT_BYTES:
             raise SecAggError(f"share ciphertext is {len(ct)} bytes, expected {SHARE_CT_BYTES}")
-        parts.append(struct.pack("<Q", v) + ct)
+        parts.append(_SHARE_REC.pack(v, ct))
     return b"".join(parts)
 
 
 def decode_share_keys(blob: bytes) -> ShareKeys:
     _expect_tag(blob, _T_SHARES, "share-keys")
     (_, u, commit, n), off = _unpack("<BQ32sI", blob, 0)
-    cts = {}
-    for _ in range(n):
-        (v,), off = _unpack("<Q", blob, off)
-        cts[v], off = _take(blob, off, SHARE_CT_BYTES)
+    recs, off = _records(blob, off, n, _SHARE_REC)
     _done(blob, off, "share-keys")
-    return ShareKeys(u, commit, cts)
+    return ShareKeys(u, commit, dict(recs))
 
 
 def encode_inbox(receiver: int, inbox: Mapping[int, bytes]) -> bytes:
     parts = [struct.pack("<BQI", _T_INBOX, receiver, len(inbox))]
-    parts += [struct.pack("<Q", s) + inbox[s] for s in sorted(inbox)]
+    for s in sorted(inbox):
+        if len(inbox[s]) != SHARE_CT_BYTES:
+            raise SecAggError(f"share ciphertext is {len(inbox[s])} bytes, expected {SHARE_CT_BYTES}")
+        parts.append(_SHARE_REC.pack(s, inbox[s]))
     return b"".join(parts)
 
 
 def decode_inbox(blob: bytes) -> tuple[int, dict[int, bytes]]:
     _expect_tag(blob, _T_INBOX, "share inbox")
     (_, receiver, n), off = _unpack("<BQI", blob, 0)
-    inbox = {}
-    for _ in range(n):
-        (s,), off = _unpack("<Q", blob, off)
-        inbox[s], off = _take(blob, off, SHARE_CT_BYTES)
+    recs, off = _records(blob, off, n, _SHARE_REC)
     _done(blob, off, "share inbox")
-    return receiver, inbox
+    return receiver, dict(recs)
 
 
 def encode_masked(m: MaskedInput) -> bytes:
@@ -258,20 +265,17 @@ def encode_unmask_response(m: UnmaskResponse) -> bytes:
         for v in sorted(shares):
             if len(shares[v]) != SHARE_BYTES:
                 raise SecAggError(f"share is {len(shares[v])} bytes, expected {SHARE_BYTES}")
-            parts.append(struct.pack("<Q", v) + shares[v])
+            parts.append(_HELD_REC.pack(v, shares[v]))
     return b"".join(parts)
 
 
 def decode_unmask_response(blob: bytes) -> UnmaskResponse:
     _expect_tag(blob, _T_RESPONSE, "unmask response")
     (_, u, nb, nsk), off = _unpack("<BQII", blob, 0)
-    out: list[dict[int, bytes]] = [{}, {}]
-    for i, n in enumerate((nb, nsk)):
-        for _ in range(n):
-            (v,), off = _unpack("<Q", blob, off)
-            out[i][v], off = _take(blob, off, SHARE_BYTES)
+    b_recs, off = _records(blob, off, nb, _HELD_REC)
+    sk_recs, off = _records(blob, off, nsk, _HELD_REC)
     _done(blob, off, "unmask response")
-    return UnmaskResponse(u, out[0], out[1])
+    return UnmaskResponse(u, dict(b_recs), dict(sk_recs))
 
 
 __all__ = [

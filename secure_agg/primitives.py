@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Sequence
+from functools import lru_cache
 
 import numpy as np
 from cryptography.hazmat.primitives import hashes
@@ -34,17 +35,16 @@ def hkdf(ikm: bytes, info: bytes, length: int = 32) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=length, salt=None, info=info).derive(ikm)
 
 
+@lru_cache(maxsize=64)
+def _context_prefix(label: str, run_id: bytes) -> bytes:
+    lab = label.encode()
+    return _DOMAIN + struct.pack("<H", len(lab)) + lab + struct.pack("<H", len(run_id)) + run_id
+
+
 def context_info(label: str, run_id: bytes, round_id: int, *ids: int) -> bytes:
     """Canonical HKDF info: domain | label | len-prefixed run id | round | ids (all fixed width)."""
-    lab = label.encode()
-    return (
-        _DOMAIN
-        + struct.pack("<H", len(lab))
-        + lab
-        + struct.pack("<H", len(run_id))
-        + run_id
-        + struct.pack(f"<Q{len(ids)}Q", round_id, *ids)
-    )
+    # called tens of times per user and round: the constant prefix is built once per label and run
+    return _context_prefix(label, bytes(run_id)) + struct.pack(f"<Q{len(ids)}Q", round_id, *ids)
 
 
 def agree(private_key: X25519PrivateKey, peer_public: bytes) -> bytes:
@@ -80,15 +80,19 @@ def self_mask_seed(b_u: bytes, run_id: bytes, round_id: int, u: int) -> bytes:
     return hkdf(b_u, context_info("self-mask", run_id, round_id, u))
 
 
-def share_key(
-    shared_secret: bytes, run_id: bytes, round_id: int, sender: int, receiver: int
-) -> bytes:
-    """AES-256-GCM key for shares sent from ``sender`` to ``receiver`` (directional).
+def share_keys_between(
+    shared_secret: bytes, run_id: bytes, round_id: int, u: int, v: int
+) -> tuple[bytes, bytes]:
+    """AES-256-GCM keys for shares sent u -> v and v -> u (directional), from one HKDF call.
 
-    ``shared_secret`` is ``agree(c_sender, c_receiver_pk)``, equal on both ends; the direction
-    in the HKDF info makes the keys of u -> v and v -> u different.
+    ``shared_secret`` is ``agree(c_u, c_v_pk)``, equal on both ends. One 64-byte HKDF-SHA256 output
+    under the info of the unordered pair (lo, hi) is split: bytes [0, 32) key lo -> hi, [32, 64)
+    key hi -> lo, so both parties derive both keys at once and the two directions differ.
     """
-    return hkdf(shared_secret, context_info("share-enc", run_id, round_id, sender, receiver))
+    lo, hi = (u, v) if u < v else (v, u)
+    okm = hkdf(shared_secret, context_info("share-enc", run_id, round_id, lo, hi), length=64)
+    up, down = okm[:32], okm[32:]
+    return (up, down) if u == lo else (down, up)
 
 
 class MaskExpander:

@@ -14,6 +14,7 @@ import os
 import struct
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
+from operator import mul
 
 from secure_agg.errors import SecAggError
 
@@ -79,12 +80,12 @@ def split_secrets(secrets_: Sequence[bytes], xs: Sequence[int], t: int) -> dict[
     polys = [[chunk, *rand[c * (t - 1) : (c + 1) * (t - 1)]] for c, chunk in enumerate(all_chunks)]
     out: dict[int, list[Share]] = {}
     for x in xs:
-        ys = []
-        for poly in polys:
-            acc = 0
-            for a in reversed(poly):
-                acc = (acc * x + a) % PRIME
-            ys.append(acc)
+        # f(x) = sum_j a_j x^j with the powers of x reduced once per holder and one reduction per
+        # evaluation (Python integers do not overflow): ~2x faster than Horner with a mod per step
+        powers = [1] * t
+        for j in range(1, t):
+            powers[j] = powers[j - 1] * x % PRIME
+        ys = [sum(map(mul, poly, powers)) % PRIME for poly in polys]
         shares: list[Share] = []
         pos = 0
         for size in sizes:
@@ -144,6 +145,13 @@ def combine(shares: Sequence[Share], t: int, secret_len: int) -> bytes:
 def encode_share(share: Share) -> bytes:
     x, ys = share
     return struct.pack("<I", x) + b"".join(y.to_bytes(ELEMENT_BYTES, "little") for y in ys)
+
+
+def share_x(blob: bytes) -> int:
+    """The x-coordinate of an encoded share (its first 4 bytes), without decoding the rest."""
+    if len(blob) < 4:
+        raise SecAggError(f"share is {len(blob)} bytes, too short for its x-coordinate")
+    return struct.unpack_from("<I", blob)[0]
 
 
 def decode_share(blob: bytes, secret_len: int) -> Share:

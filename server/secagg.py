@@ -1,5 +1,6 @@
 """Server side of secure aggregation: one fedrec round as four Flower message exchanges driving
-``secure_agg.SecAggServer``, with every upload opened from its AES-GCM/RSA envelope.
+``secure_agg.SecAggServer``, with every node's upload opened from its AES-GCM/RSA envelope (one RSA
+unwrap per node message, one authenticated section per user).
 
 advertise-keys -> share-keys -> masked-input (nodes train here) -> unmask. A rejected envelope
 (tampered, truncated, replayed, misrouted, wrong key) is counted and dropped, and its user is
@@ -128,25 +129,20 @@ class ServerSecAgg:
                 continue
             node = int(r.metadata.src_node_id)
             by_node[node] = r
-            rec = r.content["secagg"]
-            for u, blob in zip(rec["users"], rec["envelopes"], strict=True):
-                u, blob = int(u), bytes(blob)
+            for blob in r.content["secagg"]["envelopes"]:
+                blob = bytes(blob)
                 up += len(blob)
-                if u not in node_users.get(node, ()):
-                    # authentic or not, a node may only speak for the users it was sent
-                    self.counter.record("misrouted")
-                    log.info("round %d %s: node %d sent an envelope for user %d it does not speak for",
-                             rnd, stage, node, u)  # fmt: skip
-                    continue
                 try:
-                    m = decode(self.opener.open(blob, rnd, u, stage))
+                    # a node may only speak for the users it was sent: other sections are misrouted
+                    opened = self.opener.open(blob, rnd, node, stage, node_users.get(node, set()))
                 except EnvelopeError:
-                    continue  # counted by the opener; the user is treated as dropped
-                except SecAggError as exc:
-                    self.counter.record("malformed")
-                    log.info("round %d %s: malformed message of user %d: %s", rnd, stage, u, exc)
-                    continue
-                out[u] = m
+                    continue  # counted by the opener; the node's users are treated as dropped
+                for u, payload in opened.payloads.items():  # refused sections: counted, user dropped
+                    try:
+                        out[u] = decode(payload)
+                    except SecAggError as exc:
+                        self.counter.record("malformed")
+                        log.info("round %d %s: malformed message of user %d: %s", rnd, stage, u, exc)
         timing["bytes_up"] = up
         return out, by_node
 
@@ -247,7 +243,8 @@ class ServerSecAgg:
                                   for n in nodes}, st)  # fmt: skip
             t0 = time.perf_counter()
             resp, _ = self._open(replies, "unmask", rnd, node_users, decode_unmask_response, st)
-            total = server.finish([m for u, m in resp.items() if m.user_id == u and u in set(request.survivors)])
+            alive = set(request.survivors)
+            total = server.finish([m for u, m in resp.items() if m.user_id == u and u in alive])
             survivors = np.array(request.survivors, np.int64)
             s, weight = unpack_weighted(dequantize(total, len(survivors), self.quant, weighted=True))
             agg = StreamingWeightedSum(self.dim)

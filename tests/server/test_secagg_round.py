@@ -82,40 +82,55 @@ def test_below_threshold_fails_cleanly_and_next_round_runs(tmp_path):
     assert not np.array_equal(loop.theta, before)
 
 
-def _mangle(stage_type: str, how: str):
+def _mangle(stage_type: str, how: str, node: int = 1000):
+    """Alter node ``node``'s reply to ``stage_type`` in round 1 as an attacker on the wire (or the node) could."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from secure_agg import EnvelopeSealer
+
     def intercept(msg, reply):
-        if msg.metadata.message_type != stage_type or msg.metadata.group_id != "1":
+        if msg.metadata.message_type != stage_type or msg.metadata.group_id != "1" or msg.metadata.dst_node_id != node:
             return reply
         rec = reply.content["secagg"]
-        users, envs = list(rec["users"]), [bytes(e) for e in rec["envelopes"]]
-        if not users:
-            return reply
-        if how == "tamper":
+        envs = [bytes(e) for e in rec["envelopes"]]
+        run = msg.content["secagg-run"]
+        key = serialization.load_pem_public_key(bytes(run["server-key"]))
+        users = [int(u) for u in msg.content["plan"]["users"].numpy()]
+        if how == "tamper":  # the last user's section
             envs[0] = envs[0][:-1] + bytes([envs[0][-1] ^ 1])
         elif how == "truncate":
             envs[0] = envs[0][:-20]
         elif how == "replay":
-            users.append(users[0])
             envs.append(envs[0])
-        elif how == "foreign":  # speak for a user of another node
-            users.append(10**6)
-            envs.append(envs[0])
-        reply.content["secagg"] = ConfigRecord({"users": users, "envelopes": envs, "dropped": list(rec["dropped"])})
+        elif how == "foreign":  # an authentic envelope of this node, speaking for a user it was not sent
+            envs.append(EnvelopeSealer(key, str(run["run-id"])).seal({10**6: b"x"}, 1, node, "advertise_keys"))
+        elif how == "other-node":  # sealed as if it came from another node
+            envs[0] = EnvelopeSealer(key, str(run["run-id"])).seal({u: b"x" for u in users}, 1, node + 1,
+                                                                   "advertise_keys")  # fmt: skip
+        elif how == "wrong-key":
+            other = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
+            envs[0] = EnvelopeSealer(other, str(run["run-id"])).seal({u: b"x" for u in users}, 1, node,
+                                                                     "advertise_keys")  # fmt: skip
+        reply.content["secagg"] = ConfigRecord({"envelopes": envs, "dropped": list(rec["dropped"])})
         return reply
 
     return intercept
 
 
-@pytest.mark.parametrize(("how", "reason", "lost"), [("tamper", "tampered", 1), ("truncate", "truncated", 1),
-                                                     ("replay", "replayed", 0), ("foreign", "misrouted", 0)])  # fmt: skip
-def test_rejected_envelopes_are_counted_and_the_round_goes_on(tmp_path, how, reason, lost):
+@pytest.mark.parametrize(("how", "reason", "count", "lost"), [
+    ("tamper", "tampered", 1, 1), ("truncate", "truncated", 1, 20), ("replay", "replayed", 20, 0),
+    ("foreign", "misrouted", 1, 0), ("other-node", "misrouted", 1, 20), ("wrong-key", "wrong_key", 1, 20),
+])  # fmt: skip
+def test_rejected_envelopes_are_counted_and_the_round_goes_on(tmp_path, how, reason, count, lost):
     _, loop, grid = _loop(tmp_path, how, "secure_agg=on", intercept=_mangle("train.secagg_advertise", how))
     rec = loop.run_round(grid)
     assert "failure" not in rec["secagg"]
-    assert rec["secagg"]["rejected"][reason] >= 1  # both nodes' replies pass the interceptor
-    assert rec["users"] == 40 - lost * 2
+    rejected = rec["secagg"]["rejected"]
+    assert rejected[reason] == rejected["total"] == count  # a whole envelope counts once, a section once each
+    assert rec["users"] == 40 - lost
     summary = loop.write_summary(finished=False)
-    assert summary["rejected_messages"][reason] == rec["secagg"]["rejected"][reason]
+    assert summary["rejected_messages"][reason] == count
 
 
 def test_update_scoring_strategy_is_refused_under_secure_agg(tmp_path):
