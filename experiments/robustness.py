@@ -130,25 +130,40 @@ def paired_markdown(pairs: list[dict[str, Any]]) -> str:
         f"{p['mean']:+.2%} ± {p['sd']:.2%} |\n" for p in pairs)  # fmt: skip
 
 
+def clean_cells(cells: dict[tuple[str, str, float], dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each strategy's clean cell: a run of any attack at f = 0 (no user is malicious, so every
+    attack's f = 0 run is the same clean run; the one with the most seeds is taken)."""
+    out: dict[str, dict[str, Any]] = {}
+    for (s, _, f), c in sorted(cells.items()):
+        if f == 0 and c["hr@10"] is not None and len(c["seeds"]) > len(out.get(s, {}).get("seeds", [])):
+            out[s] = c
+    return out
+
+
 def plot_robustness(rows: list[dict[str, Any]], out: Path) -> None:
     """One panel per attack: HR@10 (mean ± sd over seeds) against the malicious fraction, one line
-    per strategy."""
+    per strategy, starting from the strategy's clean run (``clean_cells``) when the attack has no
+    f = 0 run of its own."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     cells = group_cells(rows)
-    attacks = sorted({a for _, a, _ in cells})
-    fig, axes = plt.subplots(1, len(attacks), figsize=(4.5 * len(attacks), 3.6), squeeze=False)
-    for ax, attack in zip(axes[0], attacks, strict=True):
-        lines: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
+    clean = clean_cells(cells)
+    attacks = sorted({a for _, a, f in cells if f > 0})
+    fig, axes = plt.subplots(1, max(len(attacks), 1), figsize=(4.5 * max(len(attacks), 1), 3.6), squeeze=False)
+    for ax, attack in zip(axes[0], attacks, strict=False):
+        lines: dict[str, dict[float, tuple[float, float]]] = defaultdict(dict)
         for (s, a, f), c in cells.items():
             if a == attack and c["hr@10"] is not None:
-                lines[s].append((f, c["hr@10"], c["hr@10_sd"]))
+                lines[s][f] = (c["hr@10"], c["hr@10_sd"])
         for name, pts in sorted(lines.items()):
-            xs, ys, sds = zip(*sorted(pts), strict=True)
-            ax.errorbar(xs, ys, yerr=sds, marker="o", capsize=3, label=name[:48])
+            if 0.0 not in pts and name in clean:
+                pts[0.0] = (clean[name]["hr@10"], clean[name]["hr@10_sd"])
+            xs = sorted(pts)
+            ax.errorbar(xs, [pts[x][0] for x in xs], yerr=[pts[x][1] for x in xs], marker="o", capsize=3,
+                        label=name[:48])  # fmt: skip
         ax.set_title(attack, fontsize=8)
         ax.set_xlabel("malicious fraction f")
         ax.set_ylabel("HR@10 (honest users)")

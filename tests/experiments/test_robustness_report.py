@@ -7,7 +7,14 @@ import json
 
 import pytest
 
-from experiments.robustness import paired_differences, pivot_markdown, run_facts, strategy_label
+from experiments.robustness import (
+    clean_cells,
+    group_cells,
+    paired_differences,
+    pivot_markdown,
+    run_facts,
+    strategy_label,
+)
 
 
 def test_run_facts_and_pivot(tmp_path):
@@ -69,3 +76,9 @@ def test_results_command_writes_paired_table_and_json(tmp_path):
     assert json.loads((out / "robustness.json").read_text())["paired"][0]["diffs"] == pytest.approx([-0.05])
     assert (out / "robustness.png").stat().st_size > 0
     assert {r["seed"] for r in json.loads((tmp_path / "rows.json").read_text())} == {0}
+
+
+def test_clean_cell_is_any_attack_at_f0_with_the_most_seeds():
+    rows = _rows() + [{"strategy": "fedavg", "attack": "boosted", "fraction": 0.0, "seed": 0, "hr@10": 0.3}]
+    clean = clean_cells(group_cells(rows))
+    assert clean["fedavg"]["seeds"] == [0, 1, 2] and clean["trust:update"]["seeds"] == [0, 1, 3]
