@@ -152,8 +152,13 @@ def plot_robustness(rows: list[dict[str, Any]], out: Path) -> None:
     cells = group_cells(rows)
     clean = clean_cells(cells)
     attacks = sorted({a for _, a, f in cells if f > 0})
-    fig, axes = plt.subplots(1, max(len(attacks), 1), figsize=(4.5 * max(len(attacks), 1), 3.6), squeeze=False)
-    for ax, attack in zip(axes[0], attacks, strict=False):
+    colour = {s: f"C{i % 10}" for i, s in enumerate(sorted({s for s, _, _ in cells}))}  # one colour per strategy
+    ncols = min(max(len(attacks), 1), 4)
+    nrows = -(-max(len(attacks), 1) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.5 * ncols, 3.6 * nrows), squeeze=False)
+    for ax in axes.flat[len(attacks):]:
+        ax.set_visible(False)
+    for ax, attack in zip(axes.flat, attacks, strict=False):
         lines: dict[str, dict[float, tuple[float, float]]] = defaultdict(dict)
         for (s, a, f), c in cells.items():
             if a == attack and c["hr@10"] is not None:
@@ -163,7 +168,7 @@ def plot_robustness(rows: list[dict[str, Any]], out: Path) -> None:
                 pts[0.0] = (clean[name]["hr@10"], clean[name]["hr@10_sd"])
             xs = sorted(pts)
             ax.errorbar(xs, [pts[x][0] for x in xs], yerr=[pts[x][1] for x in xs], marker="o", capsize=3,
-                        label=name[:48])  # fmt: skip
+                        color=colour[name], label=name[:48])  # fmt: skip
         ax.set_title(attack, fontsize=8)
         ax.set_xlabel("malicious fraction f")
         ax.set_ylabel("HR@10 (honest users)")
