@@ -35,7 +35,7 @@ def _load_run(run: Path, users: int, shape) -> tuple[torch.Tensor, torch.Tensor,
 
 
 def row_norm_stats(users: int = 400, fraction: float = 0.1, n_targets: int = 5, repeat: int = 3,
-                   seed: int = 0, run: str | None = None) -> dict:  # fmt: skip
+                   seed: int = 0, run: str | None = None, lam: float = 10.0) -> dict:  # fmt: skip
     """One round's item-row norm ratios on ML-100K; see the module docstring.
 
     Returns
@@ -92,11 +92,46 @@ def row_norm_stats(users: int = 400, fraction: float = 0.1, n_targets: int = 5, 
                           **{f"{c}x median": float((ratio > c)[h].mean()) for c in (3.0, 4.0, 5.0, 8.0, 10.0, 15.0, 20.0)},
                           **{f"{c}x own q90": float((ratio_own > c)[h].mean()) for c in (2.0, 3.0, 4.0, 5.0)}},
         "touchers_per_item_median": float(np.median(touched.sum(0))),
+        "item_outlier_share": item_outlier_share(ratio_own, touched, honest[:, 0], target_col[0], lam),
     }  # fmt: skip
 
 
+def item_outlier_share(ratio_own: np.ndarray, touched: np.ndarray, honest: np.ndarray, targets: np.ndarray,
+                       lam: float, factor: float = 3.0, min_touchers: int = 5) -> dict:  # fmt: skip
+    """How concentrated the rows above ``factor`` x their user's own q90 are, item by item.
+
+    Honest outlying rows scattered over many items look different from a promotion, whose
+    promoters' boosted (x ``lam``) target rows all sit on the same few items.
+
+    Parameters
+    ----------
+    ratio_own : np.ndarray, shape (U, I)
+        Row-delta norm / the user's own 90th-percentile row norm (nan where untouched), before any boost.
+    touched : np.ndarray[bool], shape (U, I)
+    honest : np.ndarray[bool], shape (U,)
+    targets : np.ndarray[bool], shape (I,)
+    lam : float
+        Boost of the promoters' target rows (``attack=targeted_promotion``'s ``lam``).
+
+    Returns
+    -------
+    dict: ``honest_items`` percentiles (``PERCENTILES``) and max of the share of an item's touchers
+    that are above the bound (honest users only, items with >= ``min_touchers``), its ``max_count``,
+    and ``target_items`` (share with the promoters boosted, one per target).
+    """
+    boosted = np.where(~honest[:, None] & targets[None, :], lam * ratio_own, ratio_own)
+    over = np.nan_to_num(boosted, nan=0.0) > factor
+    h_over, h_touch = over[honest].sum(0), touched[honest].sum(0)
+    ok = (h_touch >= min_touchers) & ~targets
+    share = h_over[ok] / h_touch[ok]
+    return {"factor": factor, "lam": lam, "percentiles_of": list(PERCENTILES),
+            "honest_items": np.percentile(share, PERCENTILES).round(4).tolist(), "honest_max": float(share.max()),
+            "honest_max_count": int(h_over[ok].max()),
+            "target_items": (over[:, targets].sum(0) / np.maximum(touched[:, targets].sum(0), 1)).round(4).tolist()}  # fmt: skip
+
+
 def cmd_bench(args: argparse.Namespace) -> None:
-    res = row_norm_stats(args.users, args.fraction, args.n_targets, args.repeat, args.seed, args.run)
+    res = row_norm_stats(args.users, args.fraction, args.n_targets, args.repeat, args.seed, args.run, args.lam)
     print(f"ratio = row-delta norm / row median, percentiles {res['percentiles_of']}")
     for k, v in res["percentiles"].items():
         print(f"  {k:22s} {v}")
@@ -104,6 +139,9 @@ def cmd_bench(args: argparse.Namespace) -> None:
     for k, v in res["percentiles_own_q90"].items():
         print(f"  {k:22s} {v}")
     print("share of honest rows clipped: " + ", ".join(f"{k} {v:.3f}" for k, v in res["clipped_share"].items()))
+    io = res["item_outlier_share"]
+    print(f"share of an item's touchers above {io['factor']:g}x own q90, honest items {io['honest_items']} "
+          f"(max {io['honest_max']:.4f}, {io['honest_max_count']} users); target items (x{io['lam']:g}) {io['target_items']}")
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1))
 
@@ -115,6 +153,7 @@ def add_bench_command(bench_subparsers) -> None:
     p.add_argument("--fraction", type=float, default=0.1)
     p.add_argument("--n-targets", type=int, default=5)
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--lam", type=float, default=10.0, help="boost of the promoters' target rows (item-share report)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--run", default=None, help="start from this finished run's last checkpoint (default: init)")
     p.add_argument("--json", default=None)

@@ -134,12 +134,13 @@ def clip_item_rows(deltas: np.ndarray, factors_ui: np.ndarray, n_items: int, fac
 @dataclass
 class RowClipStats:
     """What one round's row clipping did: rows changed (of them ``zeroed``), users with a changed
-    row, rows touched."""
+    row, rows touched, and the share of the item rows' summed squared norm that clipping removed."""
 
     rows: int
     users: int
     touched: int
     zeroed: int = 0
+    energy_removed: float = 0.0
 
 
 class ItemRowClip:
@@ -181,5 +182,8 @@ class ItemRowClip:
         norms = item_row_norms(deltas, self.n_items, self.factors)
         s = row_clip_factors(norms, self.factor, self.min_users, self.zero_factor, self.reference, self.quantile)
         rows = clip_item_rows(deltas, s, self.n_items, self.factors)
+        sq = norms**2
+        total = float(sq.sum())
+        removed = float((sq * (1.0 - s**2)).sum()) / total if total > 0 else 0.0
         return RowClipStats(rows=rows, users=int((s < 1.0).any(axis=1).sum()), touched=int((norms > 0).sum()),
-                            zeroed=int(((s == 0.0) & (norms > 0)).sum()))  # fmt: skip
+                            zeroed=int(((s == 0.0) & (norms > 0)).sum()), energy_removed=removed)  # fmt: skip

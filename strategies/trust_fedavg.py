@@ -85,6 +85,8 @@ class TrustWeightedFedAvg(FedAvg):
         # the factory for the update scorer): bounds a targeted promotion's boosted target rows.
         self.row_clip: Callable[[np.ndarray], RowClipStats] | None = None
         self.last_rows_clipped = 0
+        # Per-round diagnostics of update scoring, reported in the round's metrics (summary.json).
+        self.last_diagnostics: dict[str, float] = {}
 
     # ---- what to send ------------------------------------------------------------------------
     def plan_round(self, users_by_node: dict[int, np.ndarray]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
@@ -173,7 +175,7 @@ class TrustWeightedFedAvg(FedAvg):
         metrics = MetricRecord({"train-loss": train_loss, "users": agg.count, "num-examples": num_examples,
                                 "weight-sum": agg.weight, "update-norm": float(np.linalg.norm(mean)),
                                 "trust-excluded": self.last_excluded + self.last_excluded_updates,
-                                "rows-clipped": self.last_rows_clipped})  # fmt: skip
+                                "rows-clipped": self.last_rows_clipped, **self.last_diagnostics})  # fmt: skip
         return ArrayRecord({"shared": Array(new)}), metrics
 
     def combine_rows(self, server_round: int, users: np.ndarray, deltas: np.ndarray, weights: np.ndarray
@@ -187,18 +189,23 @@ class TrustWeightedFedAvg(FedAvg):
         """
         trust = np.ones(len(users))
         self.last_excluded_updates = self.last_rows_clipped = 0
+        self.last_diagnostics = {}
         if self.row_clip is not None:
             st = self.row_clip(deltas)
             self.last_rows_clipped = st.rows
+            self.last_diagnostics["row-energy-removed"] = st.energy_removed
             if st.rows:
-                log.info("round %d: row clip: %d of %d touched item rows clipped, %d of them zeroed (%d of %d users)",
-                         server_round, st.rows, st.touched, st.zeroed, st.users, len(users))  # fmt: skip
+                log.info("round %d: row clip: %d of %d touched item rows clipped, %d of them zeroed (%d of %d users), "
+                         "%.2f%% of the item rows' squared norm removed", server_round, st.rows, st.touched, st.zeroed,
+                         st.users, len(users), 100 * st.energy_removed)  # fmt: skip
         if self.scorer.uses_updates:
             self.scorer.theta = self._theta
             trust = np.clip(self.scorer.score_updates(users, deltas), 0.0, 1.0)
             low = (trust < self.threshold) & (weights > 0)
             self.last_excluded_updates = int(low.sum())
             trust[trust < self.threshold] = 0.0
+            self.last_diagnostics.update(trust_diagnostics(trust, weights, self.threshold,
+                                                           getattr(self.scorer, "last_components", None)))  # fmt: skip
             if self.last_excluded_updates:
                 log.info("round %d: trust: %d of %d updates under threshold %.2f get weight 0", server_round,
                          self.last_excluded_updates, len(users), self.threshold)  # fmt: skip
@@ -212,6 +219,36 @@ class TrustWeightedFedAvg(FedAvg):
     def load_state_dict(self, state: dict) -> None:
         self.opt_state = state["opt"]
         self.scorer.load_state_dict(state["scorer"])
+
+
+def trust_diagnostics(trust: np.ndarray, weights: np.ndarray, threshold: float,
+                      components: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, float]:  # fmt: skip
+    """What same-round trust did to a round's planned weights.
+
+    Parameters
+    ----------
+    trust : np.ndarray, shape (U,)
+        Thresholded trust (0 below ``threshold``).
+    weights : np.ndarray, shape (U,)
+        Planned weights w_u (0 for users excluded before the round, who are not counted).
+    components : (cos score, norm score), optional
+        The scorer's two parts (``update_trust_components``), each (U,).
+
+    Returns
+    -------
+    dict with ``trust-weight-kept`` (``sum trust w / sum w``), ``trust-soft`` (users kept at trust
+    < 1) and, with ``components``, ``trust-excluded-cos`` / ``trust-excluded-norm`` (users whose
+    cosine / norm score alone is under the threshold; a user can be in both).
+    """
+    live = weights > 0
+    total = float(weights[live].sum())
+    out = {"trust-weight-kept": float((trust * weights)[live].sum()) / total if total > 0 else 1.0,
+           "trust-soft": int(((trust >= threshold) & (trust < 1.0) & live).sum())}  # fmt: skip
+    if components is not None:
+        cos_s, norm_s = components
+        out["trust-excluded-cos"] = int(((cos_s < threshold) & live).sum())
+        out["trust-excluded-norm"] = int(((norm_s < threshold) & live).sum())
+    return out
 
 
 def unweight_rows(per_user: list[tuple[np.ndarray, np.ndarray, np.ndarray]], excluded: set[int]

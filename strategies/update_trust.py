@@ -63,6 +63,25 @@ def norm_score(norms: np.ndarray, factor: float) -> np.ndarray:
     return np.clip(s, 0.0, 1.0)
 
 
+def update_trust_components(deltas: np.ndarray, reference: np.ndarray | None = None, cos_low: float = -0.4,
+                            cos_high: float = 0.1, norm_factor: float = 3.0, cos_z_low: float = 0.0,
+                            cos_z_high: float = 1.5) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """The two parts of ``update_trust_scores``: the cosine (direction) score and the norm score.
+
+    Returns
+    -------
+    (cos_score, norm_score) : two np.ndarray[float64] of shape (U,), in [0, 1]
+        ``cos_score = max(absolute ramp, relative ramp)``; see ``update_trust_scores`` for the
+        parameters.
+    """
+    if len(deltas) == 0:
+        return np.zeros(0), np.zeros(0)
+    ref = np.median(deltas, axis=0) if reference is None else reference
+    cos = cosine_to_reference(deltas, ref)
+    cos_s = np.maximum(cosine_score(cos, cos_low, cos_high), relative_cosine_score(cos, cos_z_low, cos_z_high))
+    return cos_s, norm_score(np.linalg.norm(deltas, axis=1), norm_factor)
+
+
 def update_trust_scores(deltas: np.ndarray, reference: np.ndarray | None = None, cos_low: float = -0.4,
                         cos_high: float = 0.1, norm_factor: float = 3.0, cos_z_low: float = 0.0,
                         cos_z_high: float = 1.5) -> np.ndarray:  # fmt: skip
@@ -89,12 +108,8 @@ def update_trust_scores(deltas: np.ndarray, reference: np.ndarray | None = None,
     -------
     np.ndarray[float64], shape (U,)
     """
-    if len(deltas) == 0:
-        return np.zeros(0)
-    ref = np.median(deltas, axis=0) if reference is None else reference
-    cos = cosine_to_reference(deltas, ref)
-    cos_s = np.maximum(cosine_score(cos, cos_low, cos_high), relative_cosine_score(cos, cos_z_low, cos_z_high))
-    return np.minimum(cos_s, norm_score(np.linalg.norm(deltas, axis=1), norm_factor))
+    cos_s, norm_s = update_trust_components(deltas, reference, cos_low, cos_high, norm_factor, cos_z_low, cos_z_high)
+    return np.minimum(cos_s, norm_s)
 
 
 class UpdateTrust(TrustScorer):
@@ -139,6 +154,8 @@ class UpdateTrust(TrustScorer):
         self.norm_factor, self.reference_fn = norm_factor, reference_fn
         self.cos_z_low, self.cos_z_high = cos_z_low, cos_z_high
         self.theta: np.ndarray | None = None
+        # (cos score, norm score) of the last scored round, for the round's log line and metrics.
+        self.last_components: tuple[np.ndarray, np.ndarray] | None = None
 
     def weights_for_round(self, users: np.ndarray) -> np.ndarray:
         return np.ones(len(users), np.float64)
@@ -152,5 +169,6 @@ class UpdateTrust(TrustScorer):
         # Against a trusted root reference, a round that disagrees as a whole is evidence in itself:
         # the relative ramp (which centres on the round's own median) applies to the median reference only.
         z_low = self.cos_z_low if self.reference == "median" else 0.0
-        return update_trust_scores(deltas, ref, self.cos_low, self.cos_high, self.norm_factor,
-                                   z_low, self.cos_z_high)  # fmt: skip
+        self.last_components = update_trust_components(deltas, ref, self.cos_low, self.cos_high, self.norm_factor,
+                                                       z_low, self.cos_z_high)  # fmt: skip
+        return np.minimum(*self.last_components)

@@ -40,6 +40,9 @@ def test_update_trust_reweights_the_round_before_summing():
     honest_mean = d[8:].mean(0)
     cos = total @ honest_mean / (np.linalg.norm(total) * np.linalg.norm(honest_mean))
     assert cos > 0.95 and weight <= w.sum()
+    diag = s.last_diagnostics  # the 8 flips are out for their direction, most also for their norm (x10)
+    assert diag["trust-excluded-cos"] >= len(bad) and diag["trust-excluded-norm"] >= len(bad) - 2
+    assert diag["trust-weight-kept"] == pytest.approx(weight / w.sum())
     plain = TrustWeightedFedAvg(ConstantTrust(), threshold=0.0)
     t2, w2 = plain.combine_rows(1, np.arange(len(d)), d, w)
     assert t2 @ honest_mean < 0  # plain FedAvg is dragged the wrong way

@@ -137,11 +137,14 @@ def test_rows_far_out_are_zeroed_not_clipped():
     gmf[3, 9, 0] = 6.0 * med  # between the bounds: clipped to 4x
     col = item_row_norms(d, N_ITEMS, F)[:, 9]
     bound = 4.0 * np.median(col[col > 0])  # the median of the round, attackers included
+    before = item_row_norms(d, N_ITEMS, F)
     stats = ItemRowClip(N_ITEMS, F, factor=4.0, zero_factor=10.0, reference="row")(d)
     after = item_row_norms(d, N_ITEMS, F)[:, 9]
     np.testing.assert_array_equal(after[:3], 0.0)
     assert after[3] == pytest.approx(bound, rel=1e-5)
     assert stats.zeroed == 3 and stats.rows == 4
+    removed = 1.0 - (item_row_norms(d, N_ITEMS, F) ** 2).sum() / (before**2).sum()
+    assert stats.energy_removed == pytest.approx(removed, rel=1e-4) and removed > 0.5  # the far-out rows dominate
     only_zero = row_clip_factors(np.array([[1.0], [1.0], [1.0], [6.0], [20.0]]), np.inf, 3, 10.0, "row")
     np.testing.assert_array_equal(only_zero[:, 0], [1, 1, 1, 1, 0])  # factor inf: zeroing only
 
