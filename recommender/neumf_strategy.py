@@ -35,7 +35,11 @@ class FoldInConfig:
     ----------
     epochs, batch_size, negatives, lr, optimizer :
         As in :class:`recommender.local_training.LocalTrainConfig`; only the private embedding
-        trains. Defaults: 5 epochs, batch 64, 4 negatives, Adam lr 0.01.
+        trains. Defaults: 5 epochs, batch 64, 4 negatives, Adam.
+    private_lr : float
+        Step size of the private user embedding, the only parameter that trains here (``lr``
+        would be that of the frozen shared parameters). Until this field existed the fold-in
+        silently inherited the client's ``private_lr`` of 2.0, which is tuned for plain SGD.
     max_history : int
         Most recent history items used (bounds request latency).
     chunk_users : int
@@ -47,12 +51,14 @@ class FoldInConfig:
     negatives: int = 4
     lr: float = 0.01
     optimizer: str = "adam"
+    private_lr: float = 2.0
     max_history: int = 200
     chunk_users: int = 256
 
     def local(self) -> LocalTrainConfig:
         return LocalTrainConfig(epochs=self.epochs, batch_size=self.batch_size, negatives=self.negatives,
-                                lr=self.lr, optimizer=self.optimizer, chunk_users=self.chunk_users)  # fmt: skip
+                                lr=self.lr, optimizer=self.optimizer, chunk_users=self.chunk_users,
+                                private_lr=self.private_lr)  # fmt: skip
 
 
 def fold_in(shared_vec: torch.Tensor, shape: NeuMFShape, histories: list[np.ndarray],
