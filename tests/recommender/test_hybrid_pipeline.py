@@ -180,3 +180,9 @@ def fuse_any(c, scores, ex):
     from recommender.fusion import fuse_scores
 
     return fuse_scores(scores, c["weights"], c["method"], ex, depth=10, k=c["rrf_k"])
+
+
+def test_fold_in_private_lr_reaches_the_trainer():
+    # the fold-in trains only the private embedding: its step size must be the one configured
+    assert FoldInConfig(private_lr=0.05).local().user_lr == 0.05
+    assert FoldInConfig(optimizer="sgd", private_lr=2.0).local().user_lr == 2.0
