@@ -265,8 +265,8 @@ class FusionLearnConfig:
         Smallest validation NDCG@10 gain (absolute) for a weight move to be kept.
     """
 
-    methods: list[str] = field(default_factory=lambda: ["rrf"])
-    rrf_k: list[int] = field(default_factory=list)
+    methods: list[str] = field(default_factory=lambda: ["rrf", "combsum"])
+    rrf_k: list[int] = field(default_factory=lambda: [5, 20, 60])
     grid: list[float] = field(default_factory=lambda: [0.0, 0.5, 0.75, 1.5, 2.0, 3.0])
     sweeps: int = 3
     min_gain: float = 0.0
