@@ -33,7 +33,8 @@ def summarize(results: list[dict]) -> dict:
     -------
     dict
         ``lists``: name -> metric -> {"mean", "sd", "values"}; ``per_seed``: seed, model version,
-        tuned ALS parameters, ALS and fused NDCG@10, fused vs best single (%), learned weights;
+        tuned ALS parameters, ALS and fused NDCG@10, fused vs best single (%), learned fusion
+        method and weights;
         ``fused_vs_best_single_pct``: mean and sd of the per-seed margins.
     """
     names = list(results[0]["test"])
@@ -52,7 +53,9 @@ def summarize(results: list[dict]) -> dict:
                          "best_single_ndcg@10": t[r["best_single"]]["full"][f"ndcg@{K}"],
                          "fused_learned_ndcg@10": t["fused_learned"]["full"][f"ndcg@{K}"],
                          "fused_vs_best_single_pct": r["fused_vs_best_single_pct"],
-                         "weights_learned": r["weights_learned"]})  # fmt: skip
+                         "weights_learned": r["weights_learned"],
+                         "fusion_learned": {k: v for k, v in r.get("fusion_learned", {"method": "rrf"}).items()
+                                            if k != "weights"}})  # fmt: skip
     margins = [p["fused_vs_best_single_pct"] for p in per_seed]
     return {"lists": lists, "per_seed": per_seed,
             "fused_vs_best_single_pct": {"mean": float(np.mean(margins)),
@@ -75,7 +78,8 @@ def cmd_summarize(args: argparse.Namespace) -> int:
         t.add_row(n, *(f"{m[c]['mean']:.4f} ± {m[c]['sd']:.4f}" if c in m else "-" for c in cols))
     console.print(t)
     p = Table(title="Per seed")
-    for c in ("seed", "model", "tuned ALS", "ALS NDCG@10", "fused learned", "vs best single", "learned weights"):
+    for c in ("seed", "model", "tuned ALS", "ALS NDCG@10", "fused learned", "vs best single", "learned fusion",
+              "learned weights"):
         p.add_column(c)
     for s in res["per_seed"]:
         als = s["als_params"] or {}
@@ -83,6 +87,7 @@ def cmd_summarize(args: argparse.Namespace) -> int:
                   ", ".join(f"{k}={als[k]}" for k in ("weighting", "factors", "regularization", "alpha") if k in als),
                   f"{s['als_ndcg@10']:.4f}" if s["als_ndcg@10"] is not None else "-",
                   f"{s['fused_learned_ndcg@10']:.4f}", f"{s['fused_vs_best_single_pct']:+.1f}% ({s['best_single']})",
+                  " ".join(f"{k}={v}" for k, v in s["fusion_learned"].items()),
                   " ".join(f"{k} {v:.2f}" for k, v in s["weights_learned"].items()))  # fmt: skip
     console.print(p)
     mg = res["fused_vs_best_single_pct"]

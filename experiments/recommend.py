@@ -93,13 +93,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             t.add_row(name, f"{m['hr@10']:.4f}", f"{m['ndcg@10']:.4f}", "-", "-", f"{m['coverage@10']:.3f}",
                       f"{m['ild@10']:.3f}")  # fmt: skip
     console.print(t)
-    console.print(f"weights default {res['weights_default']}\nweights learned "
-                  f"{ {k: round(v, 3) for k, v in res['weights_learned'].items()} }")  # fmt: skip
+    fl = res["fusion_learned"]
+    console.print(f"weights default {res['weights_default']} ({res['fusion_default']['method']})")
+    for c in res["fusion_search"]:
+        console.print(f"  candidate {c['method']} k={c['rrf_k']}: validation NDCG@10 {c['val_ndcg@10']:.4f}")
+    console.print(f"learned on validation: {fl['method']} (k={fl['rrf_k']}) weights "
+                  f"{ {k: round(v, 3) for k, v in fl['weights'].items()} }")  # fmt: skip
     console.print(f"best single strategy: {res['best_single']}; fused (learned) vs best single: "
                   f"{res['fused_vs_best_single_pct']:+.1f}% NDCG@10")  # fmt: skip
     wpath = Path(args.run_dir) / "recommender" / "weights.json"
     wpath.parent.mkdir(parents=True, exist_ok=True)
-    wpath.write_text(json.dumps(res["weights_learned"], indent=1))
+    wpath.write_text(json.dumps(res["fusion_learned"], indent=1))
     out = Path(args.json or Path(args.run_dir) / "recommender" / f"evaluation-seed{res['seed']}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=1, default=float))

@@ -15,7 +15,14 @@ from pathlib import Path
 import numpy as np
 
 from recommender.data import Dataset, Split
-from recommender.fusion import learn_weights, ranks_from_scores, rrf_fuse
+from recommender.fusion import (
+    combsum_fuse,
+    fuse_scores,
+    learn_weights,
+    ranks_from_scores,
+    rrf_fuse,
+    standardize,
+)
 from recommender.hybrid import HybridConfig, HybridRecommender, Request, with_val_in_train
 from recommender.metrics import full_ranking_report, full_ranks, rank_metrics, sampled_report, top_k
 from recommender.mmr import intra_list_diversity, jaccard_matrix, mmr
@@ -89,6 +96,42 @@ def _list_metrics(lists: np.ndarray, target: np.ndarray, n_items: int, genres: n
             "ild@10": intra_list_diversity(lists, genres)}  # fmt: skip
 
 
+def search_fusion(scores: dict[str, np.ndarray], ranks: dict[str, np.ndarray], exclude: np.ndarray,
+                  objective, init: dict[str, float], cfg: HybridConfig) -> list[dict]:  # fmt: skip
+    """Learn the weights of every fusion candidate in ``cfg.learn`` on the validation item.
+
+    Parameters
+    ----------
+    scores, ranks : name -> np.ndarray, shape (U, I)
+        Validation-request scores and top-``depth`` ranks per strategy (fused strategies only).
+    exclude : np.ndarray[bool], shape (U, I)
+    objective : callable (fused (U, I)) -> float
+        Validation NDCG@10.
+    init : dict
+        Starting (default) weights.
+
+    Returns
+    -------
+    list of dict
+        One per candidate, in config order: ``method``, ``rrf_k``, learned ``weights``, ``val_ndcg@10``.
+    """
+    lc = cfg.learn
+    out = []
+    zs = None
+    for method in lc.methods:
+        if method == "rrf":
+            grid = [(k, ranks, lambda x, w, k=k: rrf_fuse(x, w, k)) for k in (lc.rrf_k or [cfg.rrf_k])]
+        else:
+            zs = zs if zs is not None else {n: standardize(s, exclude) for n, s in scores.items()}
+            grid = [(cfg.rrf_k, zs, combsum_fuse)]
+        for k, inputs, fuse in grid:
+            w, val = learn_weights(inputs, objective, init, fuse=fuse, grid=tuple(lc.grid), sweeps=lc.sweeps,
+                                   min_gain=lc.min_gain)  # fmt: skip
+            log.info("fusion %s k=%d: validation NDCG@10 %.4f, weights %s", method, k, val, w)
+            out.append({"method": method, "rrf_k": int(k), "weights": w, "val_ndcg@10": float(val)})
+    return out
+
+
 def evaluate(run_dir: str | Path, ds: Dataset, split: Split, cfg: HybridConfig | None = None,
              progress=None) -> dict:  # fmt: skip
     """Evaluate all strategies and fused variants; returns a JSON-ready dict."""
@@ -109,11 +152,13 @@ def evaluate(run_dir: str | Path, ds: Dataset, split: Split, cfg: HybridConfig |
         return rank_metrics(full_ranks(fused, split.val_item, ex_v, cfg.seed), K)[f"ndcg@{K}"]
 
     default_w = {n: cfg.weights.get(n, 0.0) for n in names}
-    learned_w, learned_val = learn_weights(ranks_v, val_ndcg, default_w, cfg.rrf_k)
+    search = search_fusion({n: sc_v[n] for n in names}, ranks_v, ex_v, val_ndcg, default_w, cfg)
+    chosen = max(search, key=lambda c: c["val_ndcg@10"])  # the first of equals: the config's order
+    learned_w = chosen["weights"]
     val_metrics = {n: rank_metrics(full_ranks(sc_v[n], split.val_item, ex_v, cfg.seed), K) for n in sc_v}
-    val_metrics["fused_default"] = rank_metrics(full_ranks(rrf_fuse(ranks_v, default_w, cfg.rrf_k),
-                                                           split.val_item, ex_v, cfg.seed), K)  # fmt: skip
-    val_metrics["fused_learned"] = {f"ndcg@{K}": learned_val}
+    fused_default_v = fuse_scores({n: sc_v[n] for n in names}, default_w, cfg.fusion, ex_v, cfg.depth, cfg.rrf_k)
+    val_metrics["fused_default"] = rank_metrics(full_ranks(fused_default_v, split.val_item, ex_v, cfg.seed), K)
+    val_metrics["fused_learned"] = {f"ndcg@{K}": chosen["val_ndcg@10"]}
     als = rec_v.strategies.get("collaborative")
     als_params = {k: v for k, v in als.params.items() if k != "val_ndcg@10"} if als else None
     del rec_v, sc_v, ranks_v
@@ -123,15 +168,19 @@ def evaluate(run_dir: str | Path, ds: Dataset, split: Split, cfg: HybridConfig |
     rec_t = HybridRecommender.build(run_dir, ds, sp_t, cfg, tag="trainval", als_params=als_params, progress=say)
     sc_t = score_matrices(rec_t, test_t)
     ex_t = history_exclude(sp_t)
-    ranks_t = {n: ranks_from_scores(sc_t[n], cfg.depth, ex_t) for n in names}
+    sc_t_fused = {n: sc_t[n] for n in names}
     neg = split.eval_negatives
     results: dict[str, dict] = {}
     for n, s in sc_t.items():
         results[n] = _report(s, split.test_item, ex_t, neg, genres, cfg.seed)
-    fused = {"fused_default": rrf_fuse(ranks_t, default_w, cfg.rrf_k),
-             "fused_learned": rrf_fuse(ranks_t, learned_w, cfg.rrf_k)}  # fmt: skip
+    fused = {"fused_default": fuse_scores(sc_t_fused, default_w, cfg.fusion, ex_t, cfg.depth, cfg.rrf_k),
+             "fused_learned": fuse_scores(sc_t_fused, learned_w, chosen["method"], ex_t, cfg.depth,
+                                          chosen["rrf_k"])}  # fmt: skip
     for n, f in fused.items():
         results[n] = _report(f, split.test_item, ex_t, neg, genres, cfg.seed)
+    for c in search:  # for information only: the choice above was made on validation
+        f = fuse_scores(sc_t_fused, c["weights"], c["method"], ex_t, cfg.depth, c["rrf_k"])
+        c["test_ndcg@10"] = rank_metrics(full_ranks(f, split.test_item, ex_t, cfg.seed), K)[f"ndcg@{K}"]
     trusted = apply_trust(fused["fused_learned"], rec_t.trust, cfg.trust)
     trusted[ex_t] = -np.inf
     results["fused_learned+trust"] = _report(np.where(np.isfinite(trusted), trusted, -1.0),
@@ -152,6 +201,9 @@ def evaluate(run_dir: str | Path, ds: Dataset, split: Split, cfg: HybridConfig |
         "als_tuning": als.tuning if als else None,
         "weights_default": default_w,
         "weights_learned": learned_w,
+        "fusion_default": {"method": cfg.fusion, "rrf_k": cfg.rrf_k},
+        "fusion_learned": {k: chosen[k] for k in ("method", "rrf_k", "weights")},
+        "fusion_search": search,
         "validation": val_metrics,
         "test": results,
         "best_single": best_single,

@@ -3,7 +3,15 @@
 import numpy as np
 import pytest
 
-from recommender.fusion import learn_weights, ranks_from_scores, rrf_fuse
+from recommender.fusion import (
+    FusionLearnConfig,
+    combsum_fuse,
+    fuse_scores,
+    learn_weights,
+    ranks_from_scores,
+    rrf_fuse,
+    standardize,
+)
 from recommender.mmr import intra_list_diversity, jaccard_matrix, mmr
 from recommender.trust_items import TrustConfig, apply_trust, item_trust
 
@@ -34,6 +42,65 @@ def test_learn_weights_finds_the_informative_strategy():
 
     w, val = learn_weights({"good": good, "bad": bad}, obj, {"good": 0.1, "bad": 0.9})
     assert val == 1.0 and w["good"] > w["bad"]
+
+
+def test_standardize_hand_computed():
+    # [3, 1, 0, 0]: mean 1, population sd sqrt((4 + 0 + 1 + 1) / 4) = sqrt(1.5)
+    np.testing.assert_allclose(standardize(np.array([3.0, 1.0, 0.0, 0.0])),
+                               np.array([2.0, 0.0, -1.0, -1.0]) / np.sqrt(1.5))  # fmt: skip
+    # excluded and non-finite entries neither enter the mean/sd nor contribute (0)
+    s = np.array([[3.0, 1.0, 0.0, 0.0, 50.0, np.nan]])
+    ex = np.array([[False, False, False, False, True, False]])
+    np.testing.assert_allclose(standardize(s, ex), [[*(np.array([2.0, 0.0, -1.0, -1.0]) / np.sqrt(1.5)), 0, 0]])
+    # a row without spread carries no information: all 0, not NaN
+    np.testing.assert_array_equal(standardize(np.array([[2.0, 2.0, 2.0]])), [[0.0, 0.0, 0.0]])
+
+
+def test_combsum_hand_computed_and_relevance():
+    za = standardize(np.array([3.0, 1.0, 0.0, 0.0]))  # [1.633, 0, -0.816, -0.816]
+    zb = standardize(np.array([0.0, 1.0, 0.0, 0.0]))  # [-0.577, 1.732, -0.577, -0.577]
+    out = combsum_fuse({"a": za, "b": zb}, {"a": 1.0, "b": 0.5})
+    np.testing.assert_allclose(out, [2 / np.sqrt(1.5) - 0.5 / np.sqrt(3), 0.5 * np.sqrt(3),
+                                     -1 / np.sqrt(1.5) - 0.5 / np.sqrt(3), -1 / np.sqrt(1.5) - 0.5 / np.sqrt(3)])  # fmt: skip
+    # weight on b alone flips the order of the first two items
+    assert np.argmax(combsum_fuse({"a": za, "b": zb}, {"a": 0.2, "b": 1.0})) == 1
+    # fuse_scores: the same order as a positive relevance; excluded items get 0; a request sums to 1
+    ex = np.array([False, False, False, True])
+    rel = fuse_scores({"a": np.array([3.0, 1.0, 0.0, 0.0]), "b": np.array([0.0, 1.0, 0.0, 0.0])},
+                      {"a": 1.0, "b": 0.5}, "combsum", ex)  # fmt: skip
+    z = combsum_fuse({"a": standardize(np.array([3.0, 1.0, 0.0, 0.0]), ex),
+                      "b": standardize(np.array([0.0, 1.0, 0.0, 0.0]), ex)}, {"a": 1.0, "b": 0.5})  # fmt: skip
+    np.testing.assert_allclose(rel[:3], np.exp(z[:3]) / np.exp(z[:3]).sum())
+    assert rel[3] == 0.0 and rel.sum() == pytest.approx(1.0)
+    # fuse_scores("rrf") is rrf_fuse of the top-depth ranks
+    s = {"a": np.array([0.9, 0.1, 0.5]), "b": np.array([0.0, 0.3, 0.2])}
+    np.testing.assert_allclose(fuse_scores(s, {"a": 1.0, "b": 1.0}, "rrf", depth=2, k=5),
+                               [1 / 6, 1 / 6, 1 / 7 + 1 / 7])  # fmt: skip
+    with pytest.raises(ValueError, match="borda"):
+        fuse_scores(s, {"a": 1.0}, "borda")
+
+
+def test_learn_weights_with_combsum_and_min_gain():
+    # target item 0: "good" puts it far ahead, "bad" puts it last
+    good = standardize(np.array([[5.0, 1.0, 0.0, 0.0]] * 6))
+    bad = standardize(np.array([[0.0, 1.0, 2.0, 3.0]] * 6))
+
+    def obj(f):
+        return float((f.argmax(1) == 0).mean())
+
+    w, val = learn_weights({"good": good, "bad": bad}, obj, {"good": 0.1, "bad": 0.9}, fuse=combsum_fuse)
+    assert val == 1.0 and w["good"] > w["bad"] and sum(w.values()) == pytest.approx(1.0)
+    # a required gain larger than any possible one keeps the (normalised) start
+    w0, val0 = learn_weights({"good": good, "bad": bad}, obj, {"good": 0.1, "bad": 0.9}, fuse=combsum_fuse,
+                             min_gain=2.0)  # fmt: skip
+    assert val0 == 0.0 and w0 == pytest.approx({"good": 0.1, "bad": 0.9})
+
+
+def test_fusion_learn_config_rejects_unknown_method():
+    with pytest.raises(ValueError, match="borda"):
+        FusionLearnConfig(methods=["rrf", "borda"]).validate()
+    with pytest.raises(ValueError, match="rrf_k"):
+        FusionLearnConfig(rrf_k=[0]).validate()
 
 
 def test_jaccard_and_mmr_hand_computed():

@@ -117,3 +117,72 @@ def test_fast_neumf_scoring_matches_neumf_logits(world):
     vec = n.user_vectors[2]
     ref = neumf_logits(n.shared, vec, torch.arange(n.shape.n_items)).detach().numpy()
     np.testing.assert_allclose(n._score_vec(vec), ref, atol=1e-5)
+
+
+def test_learned_combsum_fusion_is_served(world):
+    from recommender.fusion import fuse_scores
+
+    ds, _, _, rec = world
+    old = (rec.fusion, rec.rrf_k, dict(rec.weights))
+    try:
+        w = {"collaborative": 0.6, "neumf": 0.1, "content": 0.1, "gnn": 0.1, "context": 0.1}
+        rec.use_fusion({"method": "combsum", "rrf_k": 60, "weights": w})
+        assert rec.fusion == "combsum" and rec.weights == w
+        req = rec.request_for_user(int(ds.raw_user_ids[3]))
+        recs = rec.recommend(req, k=5, use_mmr=False)
+        rel = [r.relevance for r in recs]
+        assert len(recs) == 5 and all(x > 0 for x in rel) and rel == sorted(rel, reverse=True)
+        # without trust and MMR, the served list is the CombSUM order itself
+        ex = np.zeros(rec.catalog.n_items, bool)
+        ex[req.items] = True
+        fused = fuse_scores(rec.strategy_scores(req), w, "combsum", ex)
+        rec.cfg.trust.enabled = False
+        try:
+            served = [r.item for r in rec.recommend(req, k=5, use_mmr=False)]
+        finally:
+            rec.cfg.trust.enabled = True
+        assert served == np.argsort(-fused, kind="stable")[:5].tolist()
+        # the earlier flat weights.json format still means RRF with the configured k
+        rec.use_fusion({"collaborative": 1.0})
+        assert rec.fusion == "rrf" and rec.rrf_k == rec.cfg.rrf_k and rec.weights == {"collaborative": 1.0}
+        with pytest.raises(Exception, match="borda"):
+            rec.use_fusion({"method": "borda", "weights": w})
+    finally:
+        rec.fusion, rec.rrf_k, rec.weights = old
+
+
+def test_fusion_search_chooses_on_validation_only():
+    from recommender.evaluate_hybrid import search_fusion
+    from recommender.fusion import ranks_from_scores
+
+    rng = np.random.default_rng(0)
+    n_users, n_items = 40, 30
+    target = rng.integers(0, n_items, n_users)
+    good = rng.normal(size=(n_users, n_items))
+    good[np.arange(n_users), target] += 3.0  # "good" knows the validation item
+    noise = rng.normal(size=(n_users, n_items))
+    scores = {"good": good, "noise": noise}
+    ex = np.zeros((n_users, n_items), bool)
+    ranks = {n: ranks_from_scores(s, 10, ex) for n, s in scores.items()}
+
+    def obj(f):
+        return float((np.argsort(-f, 1)[:, :1] == target[:, None]).mean())
+
+    cfg = load_config("fast", ["learn.methods=[rrf,combsum]", "learn.rrf_k=[5,60]"])
+    out = search_fusion(scores, ranks, ex, obj, {"good": 0.5, "noise": 0.5}, cfg)
+    assert [(c["method"], c["rrf_k"]) for c in out] == [("rrf", 5), ("rrf", 60), ("combsum", 60)]
+    for c in out:
+        assert c["weights"]["good"] > c["weights"]["noise"]
+        assert c["val_ndcg@10"] == pytest.approx(obj(fuse_any(c, scores, ex)))
+
+
+def fuse_any(c, scores, ex):
+    from recommender.fusion import fuse_scores
+
+    return fuse_scores(scores, c["weights"], c["method"], ex, depth=10, k=c["rrf_k"])
+
+
+def test_fold_in_private_lr_reaches_the_trainer():
+    # the fold-in trains only the private embedding: its step size must be the one configured
+    assert FoldInConfig(private_lr=0.05).local().user_lr == 0.05
+    assert FoldInConfig(optimizer="sgd", private_lr=2.0).local().user_lr == 2.0
