@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
+from experiments.seed_stats import mean_sd
 
 K = 10
 
@@ -41,8 +41,7 @@ def summarize(results: list[dict]) -> dict:
     lists: dict[str, dict] = {}
     for n in names:
         rows = [_row(r["test"][n]) for r in results]
-        lists[n] = {m: {"mean": float(np.mean(v)), "sd": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0,
-                        "values": v}
+        lists[n] = {m: dict(zip(("mean", "sd"), mean_sd(v), strict=True), values=v)
                     for m in rows[0] for v in [[float(x[m]) for x in rows]]}  # fmt: skip
     per_seed = []
     for r in results:
@@ -58,8 +57,7 @@ def summarize(results: list[dict]) -> dict:
                                             if k != "weights"}})  # fmt: skip
     margins = [p["fused_vs_best_single_pct"] for p in per_seed]
     return {"lists": lists, "per_seed": per_seed,
-            "fused_vs_best_single_pct": {"mean": float(np.mean(margins)),
-                                         "sd": float(np.std(margins, ddof=1)) if len(margins) > 1 else 0.0}}  # fmt: skip
+            "fused_vs_best_single_pct": dict(zip(("mean", "sd"), mean_sd(margins), strict=True))}
 
 
 def cmd_summarize(args: argparse.Namespace) -> int:

@@ -4,12 +4,13 @@ mean ± sd over seeds, and HR@10 against epsilon with error bars."""
 from __future__ import annotations
 
 import math
-import statistics
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from experiments.seed_stats import mean_sd
 
 METRICS = ("hr@10", "ndcg@10", "full-ndcg@10")
 
@@ -35,11 +36,6 @@ def infinite_epsilon_position(epsilons: list[float]) -> float:
     return 3 * max(finite) if finite else 1.0
 
 
-def _mean_sd(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single value)."""
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
-
-
 def group_by_noise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Collapse DP runs (rows carrying ``dp_facts``) that differ only in the seed.
 
@@ -56,12 +52,12 @@ def group_by_noise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         eps = [float(r["epsilon"]) if r.get("epsilon") is not None else math.inf for r in runs]
         g: dict[str, Any] = {"mode": mode, "q": q, "clip": clip, "z": z, "seeds": sorted(r["seed"] for r in runs)}
         if all(math.isfinite(e) for e in eps):
-            g["epsilon"], g["epsilon_sd"] = _mean_sd(eps)
+            g["epsilon"], g["epsilon_sd"] = mean_sd(eps)
         else:
             g["epsilon"], g["epsilon_sd"] = math.inf, 0.0
         for m in METRICS:
             vals = [float(r[m]) for r in runs if r.get(m) is not None]
-            g[m], g[f"{m}_sd"] = _mean_sd(vals) if vals else (None, None)
+            g[m], g[f"{m}_sd"] = mean_sd(vals) if vals else (None, None)
         out.append(g)
     return out
 

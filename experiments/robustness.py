@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import statistics
 from collections import defaultdict
 from dataclasses import asdict
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 
 import yaml
 
+from experiments.seed_stats import mean_sd
 from strategies.config import RobustConfig, TrustConfig
 
 ROBUST_RULES = ("median", "trimmed", "krum", "multikrum", "bulyan")
@@ -52,10 +52,6 @@ def run_facts(run_dir: Path) -> dict[str, Any] | None:
             "fraction": float(a.get("fraction", 0.0)), "seed": int(cfg.get("seed", 0))}  # fmt: skip
 
 
-def _mean_sd(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
-
-
 def group_cells(rows: list[dict[str, Any]]) -> dict[tuple[str, str, float], dict[str, Any]]:
     """(strategy, attack, fraction) -> ``seeds``, ``hr@10`` / ``hr@10_sd`` and ``er@10`` / ``er@10_sd``
     (mean and sample sd over the seeds that reported the metric; None when none did)."""
@@ -68,7 +64,7 @@ def group_cells(rows: list[dict[str, Any]]) -> dict[tuple[str, str, float], dict
         cell: dict[str, Any] = {"seeds": sorted(r.get("seed", 0) for r in rs)}
         for m in ("hr@10", "er@10"):
             vals = [float(r[m]) for r in rs if r.get(m) is not None]
-            cell[m], cell[f"{m}_sd"] = _mean_sd(vals) if vals else (None, None)
+            cell[m], cell[f"{m}_sd"] = mean_sd(vals) if vals else (None, None)
         cells[key] = cell
     return cells
 
@@ -115,7 +111,7 @@ def paired_differences(rows: list[dict[str, Any]], baseline: str = "fedavg") -> 
             pairs[(s, a, f)][seed] = v / base - 1.0
     out = []
     for (s, a, f), by_seed in sorted(pairs.items()):
-        mean, sd = _mean_sd(list(by_seed.values()))
+        mean, sd = mean_sd(list(by_seed.values()))
         out.append({"strategy": s, "baseline": baseline, "attack": a, "fraction": f, "seeds": sorted(by_seed),
                     "diffs": [by_seed[k] for k in sorted(by_seed)], "mean": mean, "sd": sd})  # fmt: skip
     return out
