@@ -22,6 +22,7 @@ from recommender.fusion import (
     ranks_from_scores,
     rrf_fuse,
     standardize,
+    start_weights,
 )
 from recommender.hybrid import HybridConfig, HybridRecommender, Request, with_val_in_train
 from recommender.metrics import full_ranking_report, full_ranks, rank_metrics, sampled_report, top_k
@@ -97,7 +98,8 @@ def _list_metrics(lists: np.ndarray, target: np.ndarray, n_items: int, genres: n
 
 
 def search_fusion(scores: dict[str, np.ndarray], ranks: dict[str, np.ndarray], exclude: np.ndarray,
-                  objective, init: dict[str, float], cfg: HybridConfig) -> list[dict]:  # fmt: skip
+                  objective, init: dict[str, float], cfg: HybridConfig,
+                  single: dict[str, float] | None = None) -> list[dict]:  # fmt: skip
     """Learn the weights of every fusion candidate in ``cfg.learn`` on the validation item.
 
     Parameters
@@ -108,14 +110,21 @@ def search_fusion(scores: dict[str, np.ndarray], ranks: dict[str, np.ndarray], e
     objective : callable (fused (U, I)) -> float
         Validation NDCG@10.
     init : dict
-        Starting (default) weights.
+        The default weights (the ``default`` start).
+    single : dict, optional
+        Each strategy's own validation NDCG@10 (the ``best`` start); computed when not given.
 
     Returns
     -------
     list of dict
-        One per candidate, in config order: ``method``, ``rrf_k``, learned ``weights``, ``val_ndcg@10``.
+        One per candidate, in config order: ``method``, ``rrf_k``, learned ``weights``,
+        ``val_ndcg@10`` and the ``start`` of the search that found them.
     """
     lc = cfg.learn
+    names = list(scores)
+    if single is None:
+        single = {n: objective(scores[n]) for n in names}
+    starts = {kind: start_weights(kind, names, init, single) for kind in lc.starts}
     out = []
     zs = None
     for method in lc.methods:
@@ -125,10 +134,15 @@ def search_fusion(scores: dict[str, np.ndarray], ranks: dict[str, np.ndarray], e
             zs = zs if zs is not None else {n: standardize(s, exclude) for n, s in scores.items()}
             grid = [(cfg.rrf_k, zs, combsum_fuse)]
         for k, inputs, fuse in grid:
-            w, val = learn_weights(inputs, objective, init, fuse=fuse, grid=tuple(lc.grid), sweeps=lc.sweeps,
-                                   min_gain=lc.min_gain)  # fmt: skip
-            log.info("fusion %s k=%d: validation NDCG@10 %.4f, weights %s", method, k, val, w)
-            out.append({"method": method, "rrf_k": int(k), "weights": w, "val_ndcg@10": float(val)})
+            best = None
+            for kind, w0 in starts.items():
+                w, val = learn_weights(inputs, objective, w0, fuse=fuse, grid=tuple(lc.grid), sweeps=lc.sweeps,
+                                       min_gain=lc.min_gain)  # fmt: skip
+                if best is None or val > best["val_ndcg@10"]:
+                    best = {"method": method, "rrf_k": int(k), "weights": w, "val_ndcg@10": float(val), "start": kind}
+            log.info("fusion %s k=%d: validation NDCG@10 %.4f from the %s start, weights %s", method, k,
+                     best["val_ndcg@10"], best["start"], best["weights"])  # fmt: skip
+            out.append(best)
     return out
 
 
@@ -152,10 +166,11 @@ def evaluate(run_dir: str | Path, ds: Dataset, split: Split, cfg: HybridConfig |
         return rank_metrics(full_ranks(fused, split.val_item, ex_v, cfg.seed), K)[f"ndcg@{K}"]
 
     default_w = {n: cfg.weights.get(n, 0.0) for n in names}
-    search = search_fusion({n: sc_v[n] for n in names}, ranks_v, ex_v, val_ndcg, default_w, cfg)
+    val_metrics = {n: rank_metrics(full_ranks(sc_v[n], split.val_item, ex_v, cfg.seed), K) for n in sc_v}
+    single = {n: val_metrics[n][f"ndcg@{K}"] for n in names}
+    search = search_fusion({n: sc_v[n] for n in names}, ranks_v, ex_v, val_ndcg, default_w, cfg, single)
     chosen = max(search, key=lambda c: c["val_ndcg@10"])  # the first of equals: the config's order
     learned_w = chosen["weights"]
-    val_metrics = {n: rank_metrics(full_ranks(sc_v[n], split.val_item, ex_v, cfg.seed), K) for n in sc_v}
     fused_default_v = fuse_scores({n: sc_v[n] for n in names}, default_w, cfg.fusion, ex_v, cfg.depth, cfg.rrf_k)
     val_metrics["fused_default"] = rank_metrics(full_ranks(fused_default_v, split.val_item, ex_v, cfg.seed), K)
     val_metrics["fused_learned"] = {f"ndcg@{K}": chosen["val_ndcg@10"]}
@@ -202,7 +217,7 @@ def evaluate(run_dir: str | Path, ds: Dataset, split: Split, cfg: HybridConfig |
         "weights_default": default_w,
         "weights_learned": learned_w,
         "fusion_default": {"method": cfg.fusion, "rrf_k": cfg.rrf_k},
-        "fusion_learned": {k: chosen[k] for k in ("method", "rrf_k", "weights")},
+        "fusion_learned": {k: chosen[k] for k in ("method", "rrf_k", "weights", "start")},
         "fusion_search": search,
         "validation": val_metrics,
         "test": results,

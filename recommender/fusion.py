@@ -9,6 +9,7 @@ import numpy as np
 
 RRF_K = 60
 FUSION_METHODS = ("rrf", "combsum")
+START_POINTS = ("default", "equal", "best")
 DEFAULT_WEIGHTS: dict[str, float] = {
     "collaborative": 0.35, "content": 0.25, "gnn": 0.30, "context": 0.10, "neumf": 0.30,
 }  # fmt: skip
@@ -205,6 +206,40 @@ def learn_weights(
     return {n: v / total for n, v in w.items()}, best
 
 
+def start_weights(kind: str, names: list[str], default: Mapping[str, float],
+                  single: Mapping[str, float]) -> dict[str, float]:  # fmt: skip
+    """A starting point of the weight search.
+
+    Parameters
+    ----------
+    kind : {"default", "equal", "best"}
+        ``default``: the configured weights; ``equal``: 1 each; ``best``: 1 for the strategy with
+        the best validation score alone and 0.2 for every other one.
+    names : list[str]
+        The fused strategies.
+    default : mapping name -> float
+    single : mapping name -> float
+        Each strategy's own validation score (used by ``best``).
+
+    Returns
+    -------
+    dict name -> float
+
+    Examples
+    --------
+    >>> start_weights("best", ["a", "b"], {}, {"a": 0.05, "b": 0.08})
+    {'a': 0.2, 'b': 1.0}
+    """
+    if kind == "default":
+        return {n: float(default.get(n, 0.0)) for n in names}
+    if kind == "equal":
+        return {n: 1.0 for n in names}
+    if kind == "best":
+        top = max(names, key=lambda n: single[n])
+        return {n: 1.0 if n == top else 0.2 for n in names}
+    raise ValueError(f"weight-search start {kind!r} is not one of {START_POINTS}")
+
+
 def fuse_scores(scores: Mapping[str, np.ndarray], weights: Mapping[str, float], method: str = "rrf",
                 exclude: np.ndarray | None = None, depth: int = 100, k: int = RRF_K) -> np.ndarray:  # fmt: skip
     """Fused, non-negative relevance of the strategies' scores; 0 marks an item that is no candidate.
@@ -260,6 +295,10 @@ class FusionLearnConfig:
         RRF constants tried with ``rrf`` (a smaller k is more top-heavy); empty = only ``rrf_k``.
     grid : list[float]
         Multiplicative steps of the coordinate ascent.
+    starts : list[str]
+        Starting points of the coordinate ascent (:func:`start_weights`); it is run from each and
+        the weights with the best validation NDCG@10 are kept (the first of equals). Coordinate
+        ascent from one start stops in a local optimum that depends on the start.
     sweeps : int
     min_gain : float
         Smallest validation NDCG@10 gain (absolute) for a weight move to be kept.
@@ -268,6 +307,7 @@ class FusionLearnConfig:
     methods: list[str] = field(default_factory=lambda: ["rrf", "combsum"])
     rrf_k: list[int] = field(default_factory=lambda: [5, 20, 60])
     grid: list[float] = field(default_factory=lambda: [0.0, 0.5, 0.75, 1.5, 2.0, 3.0])
+    starts: list[str] = field(default_factory=lambda: list(START_POINTS))
     sweeps: int = 3
     min_gain: float = 0.0
 
@@ -275,5 +315,8 @@ class FusionLearnConfig:
         bad = [m for m in self.methods if m not in FUSION_METHODS]
         if bad or not self.methods:
             raise ValueError(f"recommender.learn.methods={self.methods}: choose from {list(FUSION_METHODS)}")
+        bad = [s for s in self.starts if s not in START_POINTS]
+        if bad or not self.starts:
+            raise ValueError(f"recommender.learn.starts={self.starts}: choose from {list(START_POINTS)}")
         if any(k < 1 for k in self.rrf_k):
             raise ValueError(f"recommender.learn.rrf_k={self.rrf_k}: every k must be >= 1")

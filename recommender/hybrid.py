@@ -303,7 +303,7 @@ class HybridRecommender:
 
             g = cached("gnn", {**dataclasses.asdict(cfg.gnn), "content": dataclasses.asdict(cfg.content)},
                        make_gnn)  # fmt: skip
-            strategies["gnn"] = GNNStrategy(g["user"], g["item"])
+            strategies["gnn"] = GNNStrategy(g["user"], g["item"], g.get("info"))
         rec = cls(ds, split, catalog, strategies, cfg, model)
         wpath = Path(run_dir) / "recommender" / "weights.json"
         if cfg.learned_weights and wpath.is_file():

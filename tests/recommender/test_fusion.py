@@ -11,6 +11,7 @@ from recommender.fusion import (
     ranks_from_scores,
     rrf_fuse,
     standardize,
+    start_weights,
 )
 from recommender.mmr import intra_list_diversity, jaccard_matrix, mmr
 from recommender.trust_items import TrustConfig, apply_trust, item_trust
@@ -145,3 +146,38 @@ def test_item_trust_signals():
     t2 = item_trust(n, mean, np.ones(3, bool), np.ones(3, bool), None, cfg)
     prior = (4.0 * 20 + 4.5 * 200) / 220
     assert t2[0] == pytest.approx((0.3 * (prior - 1) / 4 + 0.3 * 1.0) / 1.0)
+
+
+def test_start_weights_hand_computed():
+    names = ["a", "b", "c"]
+    assert start_weights("default", names, {"a": 0.3}, {}) == {"a": 0.3, "b": 0.0, "c": 0.0}
+    assert start_weights("equal", names, {}, {}) == {"a": 1.0, "b": 1.0, "c": 1.0}
+    assert start_weights("best", names, {}, {"a": 0.01, "b": 0.09, "c": 0.05}) == {"a": 0.2, "b": 1.0, "c": 0.2}
+    with pytest.raises(ValueError, match="median"):
+        start_weights("median", names, {}, {})
+    with pytest.raises(ValueError, match="starts"):
+        FusionLearnConfig(starts=["median"]).validate()
+
+
+def test_search_fusion_escapes_the_local_optimum_of_the_default_start():
+    from recommender.evaluate_hybrid import search_fusion
+    from recommender.hybrid import HybridConfig
+
+    # target item 0: "a" alone ranks it first; "b" and "c" both push item 1. Dropping b or c alone
+    # leaves item 1 on top, so coordinate ascent from the default weights is stuck at 0.
+    rows = 4
+    scores = {"a": np.tile([1.0, 0, 0, 0], (rows, 1)), "b": np.tile([0, 1.0, 0, 0], (rows, 1)),
+              "c": np.tile([0, 1.0, 0, 0], (rows, 1))}  # fmt: skip
+    exclude = np.zeros((rows, 4), bool)
+
+    def objective(fused):
+        return float((fused.argmax(1) == 0).mean())
+
+    default = {"a": 0.1, "b": 0.45, "c": 0.45}
+    cfg = HybridConfig(learn=FusionLearnConfig(methods=["combsum"], starts=["default"]))
+    (only_default,) = search_fusion(scores, {}, exclude, objective, default, cfg)
+    assert only_default["val_ndcg@10"] == 0.0 and only_default["start"] == "default"
+    cfg = HybridConfig(learn=FusionLearnConfig(methods=["combsum"]))
+    (multi,) = search_fusion(scores, {}, exclude, objective, default, cfg)
+    assert multi["val_ndcg@10"] == 1.0 and multi["start"] in ("equal", "best")
+    assert multi["weights"]["a"] > max(multi["weights"]["b"], multi["weights"]["c"])
