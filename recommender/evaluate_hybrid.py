@@ -108,17 +108,17 @@ def search_fusion(scores: dict[str, np.ndarray], ranks: dict[str, np.ndarray], e
         Validation-request scores and top-``depth`` ranks per strategy (fused strategies only).
     exclude : np.ndarray[bool], shape (U, I)
     objective : callable (fused (U, I)) -> float
-        Validation NDCG@10.
+        The validation objective (NDCG@``cfg.learn.metric_k`` in :func:`evaluate`).
     init : dict
         The default weights (the ``default`` start).
     single : dict, optional
-        Each strategy's own validation NDCG@10 (the ``best`` start); computed when not given.
+        Each strategy's own validation score (the ``best`` start); ``objective`` of it when not given.
 
     Returns
     -------
     list of dict
-        One per candidate, in config order: ``method``, ``rrf_k``, learned ``weights``,
-        ``val_ndcg@10`` and the ``start`` of the search that found them.
+        One per candidate, in config order: ``method``, ``rrf_k``, learned ``weights``, their
+        ``val_objective`` and the ``start`` of the search that found them.
     """
     lc = cfg.learn
     names = list(scores)
@@ -138,10 +138,11 @@ def search_fusion(scores: dict[str, np.ndarray], ranks: dict[str, np.ndarray], e
             for kind, w0 in starts.items():
                 w, val = learn_weights(inputs, objective, w0, fuse=fuse, grid=tuple(lc.grid), sweeps=lc.sweeps,
                                        min_gain=lc.min_gain)  # fmt: skip
-                if best is None or val > best["val_ndcg@10"]:
-                    best = {"method": method, "rrf_k": int(k), "weights": w, "val_ndcg@10": float(val), "start": kind}
-            log.info("fusion %s k=%d: validation NDCG@10 %.4f from the %s start, weights %s", method, k,
-                     best["val_ndcg@10"], best["start"], best["weights"])  # fmt: skip
+                if best is None or val > best["val_objective"]:
+                    best = {"method": method, "rrf_k": int(k), "weights": w, "val_objective": float(val),
+                            "start": kind}  # fmt: skip
+            log.info("fusion %s k=%d: validation objective %.4f from the %s start, weights %s", method, k,
+                     best["val_objective"], best["start"], best["weights"])  # fmt: skip
             out.append(best)
     return out
 
@@ -162,14 +163,19 @@ def evaluate(run_dir: str | Path, ds: Dataset, split: Split, cfg: HybridConfig |
     names = [n for n in sc_v if n != "popularity"]
     ranks_v = {n: ranks_from_scores(sc_v[n], cfg.depth, ex_v) for n in names}
 
-    def val_ndcg(fused: np.ndarray) -> float:
-        return rank_metrics(full_ranks(fused, split.val_item, ex_v, cfg.seed), K)[f"ndcg@{K}"]
+    mk = cfg.learn.metric_k
+
+    def val_objective(fused: np.ndarray) -> float:
+        return rank_metrics(full_ranks(fused, split.val_item, ex_v, cfg.seed), mk)[f"ndcg@{mk}"]
 
     default_w = {n: cfg.weights.get(n, 0.0) for n in names}
     val_metrics = {n: rank_metrics(full_ranks(sc_v[n], split.val_item, ex_v, cfg.seed), K) for n in sc_v}
     single = {n: val_metrics[n][f"ndcg@{K}"] for n in names}
-    search = search_fusion({n: sc_v[n] for n in names}, ranks_v, ex_v, val_ndcg, default_w, cfg, single)
-    chosen = max(search, key=lambda c: c["val_ndcg@10"])  # the first of equals: the config's order
+    search = search_fusion({n: sc_v[n] for n in names}, ranks_v, ex_v, val_objective, default_w, cfg, single)
+    for c in search:
+        f = fuse_scores({n: sc_v[n] for n in names}, c["weights"], c["method"], ex_v, cfg.depth, c["rrf_k"])
+        c["val_ndcg@10"] = rank_metrics(full_ranks(f, split.val_item, ex_v, cfg.seed), K)[f"ndcg@{K}"]
+    chosen = max(search, key=lambda c: c["val_objective"])  # the first of equals: the config's order
     learned_w = chosen["weights"]
     fused_default_v = fuse_scores({n: sc_v[n] for n in names}, default_w, cfg.fusion, ex_v, cfg.depth, cfg.rrf_k)
     val_metrics["fused_default"] = rank_metrics(full_ranks(fused_default_v, split.val_item, ex_v, cfg.seed), K)
@@ -218,6 +224,7 @@ def evaluate(run_dir: str | Path, ds: Dataset, split: Split, cfg: HybridConfig |
         "weights_learned": learned_w,
         "fusion_default": {"method": cfg.fusion, "rrf_k": cfg.rrf_k},
         "fusion_learned": {k: chosen[k] for k in ("method", "rrf_k", "weights", "start")},
+        "fusion_objective": f"validation NDCG@{mk}",
         "fusion_search": search,
         "validation": val_metrics,
         "test": results,

@@ -157,6 +157,8 @@ def test_start_weights_hand_computed():
         start_weights("median", names, {}, {})
     with pytest.raises(ValueError, match="starts"):
         FusionLearnConfig(starts=["median"]).validate()
+    with pytest.raises(ValueError, match="metric_k"):
+        FusionLearnConfig(metric_k=0).validate()
 
 
 def test_search_fusion_escapes_the_local_optimum_of_the_default_start():
@@ -176,8 +178,32 @@ def test_search_fusion_escapes_the_local_optimum_of_the_default_start():
     default = {"a": 0.1, "b": 0.45, "c": 0.45}
     cfg = HybridConfig(learn=FusionLearnConfig(methods=["combsum"], starts=["default"]))
     (only_default,) = search_fusion(scores, {}, exclude, objective, default, cfg)
-    assert only_default["val_ndcg@10"] == 0.0 and only_default["start"] == "default"
+    assert only_default["val_objective"] == 0.0 and only_default["start"] == "default"
     cfg = HybridConfig(learn=FusionLearnConfig(methods=["combsum"]))
     (multi,) = search_fusion(scores, {}, exclude, objective, default, cfg)
-    assert multi["val_ndcg@10"] == 1.0 and multi["start"] in ("equal", "best")
+    assert multi["val_objective"] == 1.0 and multi["start"] in ("equal", "best")
     assert multi["weights"]["a"] > max(multi["weights"]["b"], multi["weights"]["c"])
+
+
+def test_metric_k_rewards_the_deeper_ranking():
+    from recommender.evaluate_hybrid import search_fusion
+    from recommender.hybrid import HybridConfig
+    from recommender.metrics import full_ranks, rank_metrics
+
+    # 200 items, target 0. "near" puts the target 12th (outside the top 10) on every row, "far" 61st;
+    # NDCG@10 cannot tell them apart (both 0), NDCG@50 prefers "near".
+    rows, items = 20, 200
+    near = np.tile(np.arange(items, 0, -1.0), (rows, 1))
+    near[:, 0] = near[0, 11] + 0.5
+    far = np.tile(np.arange(items, 0, -1.0), (rows, 1))
+    far[:, 0] = far[0, 60] + 0.5
+    scores, exclude, target = {"near": near, "far": far}, np.zeros((rows, items), bool), np.zeros(rows, int)
+
+    def objective(k):
+        return lambda f: rank_metrics(full_ranks(f, target, exclude), k)[f"ndcg@{k}"]
+
+    cfg = HybridConfig(learn=FusionLearnConfig(methods=["combsum"], starts=["equal"]))
+    (at10,) = search_fusion(scores, {}, exclude, objective(10), {}, cfg)
+    (at50,) = search_fusion(scores, {}, exclude, objective(50), {}, cfg)
+    assert at10["val_objective"] == 0.0 and at10["weights"] == {"near": 0.5, "far": 0.5}
+    assert at50["val_objective"] > 0.0 and at50["weights"]["near"] > at50["weights"]["far"]

@@ -173,7 +173,7 @@ def test_fusion_search_chooses_on_validation_only():
     assert [(c["method"], c["rrf_k"]) for c in out] == [("rrf", 5), ("rrf", 60), ("combsum", 60)]
     for c in out:
         assert c["weights"]["good"] > c["weights"]["noise"]
-        assert c["val_ndcg@10"] == pytest.approx(obj(fuse_any(c, scores, ex)))
+        assert c["val_objective"] == pytest.approx(obj(fuse_any(c, scores, ex)))
 
 
 def fuse_any(c, scores, ex):
