@@ -315,7 +315,7 @@ class FusionLearnConfig:
     starts: list[str] = field(default_factory=lambda: list(START_POINTS))
     sweeps: int = 3
     min_gain: float = 0.0
-    metric_k: int = 10
+    metric_k: int = 50
 
     def validate(self) -> None:
         bad = [m for m in self.methods if m not in FUSION_METHODS]
