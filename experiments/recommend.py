@@ -96,7 +96,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     fl = res["fusion_learned"]
     console.print(f"weights default {res['weights_default']} ({res['fusion_default']['method']})")
     for c in res["fusion_search"]:
-        console.print(f"  candidate {c['method']} k={c['rrf_k']}: validation NDCG@10 {c['val_ndcg@10']:.4f}")
+        console.print(f"  candidate {c['method']} k={c['rrf_k']}: validation NDCG@10 {c['val_ndcg@10']:.4f}, "
+                      f"search objective ({res['fusion_objective']}) {c['val_objective']:.4f}, "
+                      f"from the {c['start']} start")  # fmt: skip
     console.print(f"learned on validation: {fl['method']} (k={fl['rrf_k']}) weights "
                   f"{ {k: round(v, 3) for k, v in fl['weights'].items()} }")  # fmt: skip
     console.print(f"best single strategy: {res['best_single']}; fused (learned) vs best single: "
