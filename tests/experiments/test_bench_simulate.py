@@ -2,8 +2,14 @@
 
 import argparse
 import json
+import os
 
-from experiments import bench_simulate
+import pytest
+
+from experiments import bench_simulate, sadp_floor
+
+RATES = sadp_floor.PipelineRates(aes_ctr_bytes_per_s=4e9, x25519_per_s=2e4, gaussians_per_s=2e8,
+                                 rounding_words_per_s=3e8)  # fmt: skip
 
 
 def _args(tmp_path, **kw):
@@ -23,9 +29,16 @@ def test_sa_dp_runs_alternate_and_report_their_ratio(tmp_path, monkeypatch):
                 "peak_rss_gib": 1.0, "peak_pss_gib": 0.8, "round_seconds": [sec] * rounds}  # fmt: skip
 
     monkeypatch.setattr(bench_simulate, "_measure", fake)
+    monkeypatch.setattr(sadp_floor, "measure_pipeline_rates", lambda seconds, d: RATES)
     out = bench_simulate.run(_args(tmp_path))
     small, big = out["rows"]
     assert small["speedup"] == 15.0 and small["sa_dp_ratio"] == 1.5
+    # the floor of the same cell (W1: d = 171,873 + 1, k = 20, 2 nodes on the machine's cores)
+    want = sadp_floor.sadp_floor(100, 171_874, 20, 2, RATES, os.cpu_count() or 1)
+    assert small["sa_dp_floor"]["wall_seconds"] == pytest.approx(want["wall_seconds"])
+    assert small["sa_dp_floor"]["rates"] == RATES.as_dict()
+    assert small["sa_dp_floor_ratio"] == pytest.approx((2.0 + want["wall_seconds"]) / 2.0)
+    assert big["sa_dp_floor"]["users"] == 1000
     assert "skipped" in big["stock"] and big["sa_dp_ratio"] == 1.5  # stock predicted > 10 min at 10,000
     # same workload with SA + DP on: Poisson rate = users per round / population
     assert ("fedrec", 1000, ("secure_agg=on", "privacy=distributed", "privacy.sample_rate=0.1")) in calls
@@ -40,3 +53,4 @@ def test_without_sa_dp_no_secure_runs(tmp_path, monkeypatch):
                             "peak_rss_gib": 1.0, "peak_pss_gib": 1.0, "round_seconds": [1.0]})  # fmt: skip
     out = bench_simulate.run(_args(tmp_path, sa_dp=False, no_stock=True, grid=["1000:100"]))
     assert seen == [[]] and "sa_dp" not in out["rows"][0] and "sa_dp_ratio" not in out["rows"][0]
+    assert "sa_dp_floor" not in out["rows"][0]
