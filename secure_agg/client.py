@@ -35,9 +35,9 @@ from secure_agg.primitives import (
 )
 from secure_agg.protocol import (
     b_commitment,
+    check_party_ids,
     decrypt_shares,
     encrypt_shares,
-    normalise_run_id,
     pair_sign,
 )
 from secure_agg.shamir import encode_share, share_x, split_secrets
@@ -111,12 +111,8 @@ class ClientCohort:
         *,
         run_id: str | bytes = b"",
     ) -> None:
-        self.config = config.validate()
-        self.round_id = int(round_id)
-        self.run_id = normalise_run_id(run_id)
-        ids = [int(u) for u in user_ids]
-        if len(set(ids)) != len(ids):
-            raise SecAggError("ClientCohort user_ids contains duplicates")
+        self.config, self.round_id, self.run_id, ids = check_party_ids("ClientCohort", config, round_id, user_ids,
+                                                                       run_id)  # fmt: skip
         self._users: dict[int, _User] = {}
         self._pending = sorted(ids)
         self.stage = "advertise_keys"
