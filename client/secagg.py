@@ -237,7 +237,9 @@ def masked(msg: Message, context: Context) -> Message:
     users = np.array(live, np.int64)
     q = quantization_config(cfg)
     total, metrics, report = _train_rows(cfg, msg, context, users, np.array([trust_of[u] for u in live]), rnd, q)
+    t0 = time.perf_counter()
     m = cohort.masked_sum(inboxes, total, live)  # the cohort's inputs are summed already
+    metrics["mask-seconds"] = time.perf_counter() - t0
     _save(context, cohort)
     env = _seal(cfg, run_id, pem, {m.user_ids[0]: encode_masked(m)} if m.user_ids else {}, rnd, context,
                 "masked_input")  # fmt: skip

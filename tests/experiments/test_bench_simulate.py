@@ -29,14 +29,17 @@ def test_sa_dp_runs_alternate_and_report_their_ratio(tmp_path, monkeypatch):
                 "peak_rss_gib": 1.0, "peak_pss_gib": 0.8, "round_seconds": [sec] * rounds}  # fmt: skip
 
     monkeypatch.setattr(bench_simulate, "_measure", fake)
-    monkeypatch.setattr(sadp_floor, "measure_pipeline_rates", lambda seconds, d: RATES)
+    slow = sadp_floor.PipelineRates(1e9, 1e4, 1e8, 3e8)  # a measurement disturbed by another job
+    samples = iter([slow, RATES] * 2)
+    monkeypatch.setattr(sadp_floor, "measure_pipeline_rates", lambda seconds, d: next(samples))
     out = bench_simulate.run(_args(tmp_path))
     small, big = out["rows"]
     assert small["speedup"] == 15.0 and small["sa_dp_ratio"] == 1.5
     # the floor of the same cell (W1: d = 171,873 + 1, k = 20, 2 nodes on the machine's cores)
     want = sadp_floor.sadp_floor(100, 171_874, 20, 2, RATES, os.cpu_count() or 1)
     assert small["sa_dp_floor"]["wall_seconds"] == pytest.approx(want["wall_seconds"])
-    assert small["sa_dp_floor"]["rates"] == RATES.as_dict()
+    assert small["sa_dp_floor"]["rates"] == RATES.as_dict()  # the fastest of before / after, per primitive
+    assert len(small["sa_dp_floor"]["rate_samples"]) == 2
     assert small["sa_dp_floor_ratio"] == pytest.approx((2.0 + want["wall_seconds"]) / 2.0)
     assert big["sa_dp_floor"]["users"] == 1000
     assert "skipped" in big["stock"] and big["sa_dp_ratio"] == 1.5  # stock predicted > 10 min at 10,000
