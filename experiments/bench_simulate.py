@@ -74,6 +74,29 @@ def sa_dp_floor(population: int, per_round: int, nodes: int, extra: list[str], r
     return {"rates": best.as_dict(), "rate_samples": [r.as_dict() for r in rates], **floor}
 
 
+def sa_dp_cpu(population: int, per_round: int, rounds: int, nodes: int, extra: list[str]) -> dict[str, Any]:
+    """CPU seconds per round (median of rounds 2+) of the cell with both off and with SA + DP on.
+
+    The real round loop and ClientApp in this process (``experiments.inprocess``: no Ray, nodes
+    run one after the other), timed with ``time.process_time``, so other jobs on a shared machine
+    count far less than in wall time; comparable with the floor's CPU seconds.
+    """
+    from statistics import median as med
+
+    from experiments import inprocess
+
+    out: dict[str, Any] = {"clock": "process_time", "rounds": rounds}
+    with tempfile.TemporaryDirectory(prefix="fedrec_bench_sadp_") as tmp:
+        for mode in ("off", "sa_dp"):
+            ov = [*W1_OVERRIDES, f"data.users={population}", f"simulation.users_per_round={per_round}",
+                  f"simulation.rounds={rounds}", f"runs_dir={tmp}", f"name={mode}", "overwrite=true", *extra,
+                  *(sa_dp_overrides(population, per_round) if mode == "sa_dp" else [])]  # fmt: skip
+            cpu = inprocess.run_rounds_inprocess(ov, nodes)["cpu_seconds"]
+            out[mode] = {"cpu_seconds": cpu, "median_cpu_seconds": med(cpu[1:] or cpu)}
+    out["ratio"] = out["sa_dp"]["median_cpu_seconds"] / out["off"]["median_cpu_seconds"]
+    return out
+
+
 def _worker(args: argparse.Namespace) -> None:
     """Run one measurement in this process and write its JSON (called by the orchestrator)."""
     from configs.schema import to_yaml
@@ -237,6 +260,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if "median_round_seconds" in f and "median_round_seconds" in row.get("sa_dp", {}):
             row["sa_dp_ratio"] = row["sa_dp"]["median_round_seconds"] / f["median_round_seconds"]
         if args.sa_dp:
+            if args.sa_dp_cpu:
+                console.print(f"[bold]CPU in process[/] population={population} per_round={per_round}")
+                row["sa_dp_cpu"] = sa_dp_cpu(population, per_round, args.rounds, args.nodes, args.extra)
             rates.append(sa_dp_rates(population, per_round, args.extra))  # before and after the cell's runs
             row["sa_dp_floor"] = sa_dp_floor(population, per_round, args.nodes, args.extra, rates)
             if "median_round_seconds" in f:
@@ -247,6 +273,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                               f"plain + floor {row['sa_dp_floor_ratio']:.2f}x (floor "
                               f"{row['sa_dp_floor']['wall_seconds']:.2f} s wall, "
                               f"{row['sa_dp_floor']['cpu_seconds']:.2f} s CPU per round)")  # fmt: skip
+            if "sa_dp_cpu" in row:
+                c = row["sa_dp_cpu"]
+                off = c["off"]["median_cpu_seconds"]
+                c["floor_ratio"] = (off + row["sa_dp_floor"]["cpu_seconds"]) / off
+                console.print(f"SA+DP / off in CPU seconds per round: measured {c['ratio']:.2f}x "
+                              f"({c['sa_dp']['median_cpu_seconds']:.2f} / {off:.2f} s), plain + floor "
+                              f"{c['floor_ratio']:.2f}x")  # fmt: skip
         rows.append(row)
 
     table = Table(title="W1: seconds per round (median of rounds 2+), start-up, peak RSS of the process tree")
@@ -289,6 +322,8 @@ def add_bench_command(bench_sub) -> None:
     p.add_argument("--no-stock", action="store_true", help="measure fedrec only")
     p.add_argument("--sa-dp", action="store_true", help="also run fedrec with secure aggregation and distributed "
                    "DP on (same workload, alternating) and report the ratio to both off")  # fmt: skip
+    p.add_argument("--sa-dp-cpu", action="store_true", help="with --sa-dp: also CPU seconds per round of both "
+                   "configurations in process (no Ray) against the floor's CPU seconds")  # fmt: skip
     p.add_argument("--ml100k-paths", action="store_true",
                    help="instead: the default ML-100K simulation, cohort trainer vs sequential path")
     p.add_argument("--json", default=None, help="write the results here")

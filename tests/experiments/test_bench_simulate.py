@@ -14,7 +14,7 @@ RATES = sadp_floor.PipelineRates(aes_ctr_bytes_per_s=4e9, x25519_per_s=2e4, gaus
 
 def _args(tmp_path, **kw):
     base = dict(grid=["1000:100", "10000:1000"], rounds=3, repeats=1, nodes=2, stock_limit=600.0, no_stock=False,
-                sa_dp=True, ml100k_paths=False, json=str(tmp_path / "b.json"), extra=[])  # fmt: skip
+                sa_dp=True, sa_dp_cpu=False, ml100k_paths=False, json=str(tmp_path / "b.json"), extra=[])  # fmt: skip
     return argparse.Namespace(**{**base, **kw})
 
 
@@ -57,3 +57,25 @@ def test_without_sa_dp_no_secure_runs(tmp_path, monkeypatch):
     out = bench_simulate.run(_args(tmp_path, sa_dp=False, no_stock=True, grid=["1000:100"]))
     assert seen == [[]] and "sa_dp" not in out["rows"][0] and "sa_dp_ratio" not in out["rows"][0]
     assert "sa_dp_floor" not in out["rows"][0]
+
+
+def test_sa_dp_cpu_compares_in_process_cpu_with_the_floor(tmp_path, monkeypatch):
+    from experiments import inprocess
+
+    monkeypatch.setattr(bench_simulate, "_measure", lambda *a, **k: {
+        "median_round_seconds": 1.0, "startup_seconds": 1.0, "startup_plus_round1": 2.0, "peak_rss_gib": 1.0,
+        "peak_pss_gib": 1.0, "round_seconds": [1.0]})  # fmt: skip
+    monkeypatch.setattr(sadp_floor, "measure_pipeline_rates", lambda seconds, d: RATES)
+    seen = []
+
+    def fake_rounds(overrides, nodes):
+        seen.append(overrides)
+        cpu = 9.0 if "secure_agg=on" in overrides else 3.0
+        return {"cpu_seconds": [20.0, cpu, cpu], "wall_seconds": [1.0] * 3, "summary": {}}
+
+    monkeypatch.setattr(inprocess, "run_rounds_inprocess", fake_rounds)
+    out = bench_simulate.run(_args(tmp_path, grid=["1000:100"], no_stock=True, sa_dp_cpu=True))
+    c = out["rows"][0]["sa_dp_cpu"]
+    assert c["ratio"] == 3.0 and c["off"]["cpu_seconds"] == [20.0, 3.0, 3.0]  # round 1 (start-up) left out
+    assert c["floor_ratio"] == pytest.approx((3.0 + out["rows"][0]["sa_dp_floor"]["cpu_seconds"]) / 3.0)
+    assert "privacy=distributed" in seen[1] and "data.users=1000" in seen[0] and "secure_agg=on" not in seen[0]
