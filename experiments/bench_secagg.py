@@ -19,8 +19,9 @@ and wall time would count other processes), same n, d and neighbour count k:
   ``combine_shares``, ``pseudo_rand_gen``, ``generate_shared_key``, ``dequantize``). num_shares =
   k + 1 and the same threshold t. Not timed (in Flower's favour): Message/record conversion and
   the mod's per-stage state (de)serialisation, and transport for both frameworks.
-- **floor**: ``secure_agg.floor`` from this machine's AES-256-CTR and X25519 rates measured at
-  the start of the run: (k + 1) keystreams and 2k agreements per user, plus the server's unmasking.
+- **floor**: ``secure_agg.floor`` from this machine's AES-256-CTR and X25519 rates, measured before
+  and after the per-n grid with the faster of the two kept (other jobs only slow them down):
+  (k + 1) keystreams and 2k agreements per user, plus the server's unmasking.
   Next to it, the envelope the issue requires on top: one RSA-2048-OAEP unwrap per upload (2n + 2
   survivors uploads, one party per user) at the measured unwrap rate.
 - **round**: ``fedrec simulate`` on a synthetic population (NeuMF f=32, 1,682 items), 100 users per
@@ -400,17 +401,20 @@ def run_benchmark(quick: bool = False, with_round: bool = True, progress=None, r
     from cryptography.hazmat.primitives.asymmetric import rsa
 
     from secure_agg import SecAggConfig, measure_rates
-    from secure_agg.floor import floor_breakdown
+    from secure_agg.floor import MachineRates, floor_breakdown
 
     spec = QUICK if quick else FULL
     d = spec.get("d") or neumf_dim()
     k = spec["neighbours"]
-    rates = measure_rates(0.2 if quick else 2.0, clock=time.process_time)
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    unwraps_per_s = measure_unwrap_rate(key, 0.1 if quick else 0.5)
-    res: dict[str, Any] = {"d": d, "neighbours": k, "threshold_fraction": 0.5,
-                           "rates": {**rates.as_dict(), "rsa_oaep_unwraps_per_s": unwraps_per_s},
-                           "quick": quick, "flower_max_n": flower_max_n, "results": []}  # fmt: skip
+
+    def sample_rates() -> dict[str, float]:
+        return {**measure_rates(0.2 if quick else 2.0, clock=time.process_time).as_dict(),
+                "rsa_oaep_unwraps_per_s": measure_unwrap_rate(key, 0.1 if quick else 0.5)}  # fmt: skip
+
+    samples = [sample_rates()]
+    res: dict[str, Any] = {"d": d, "neighbours": k, "threshold_fraction": 0.5, "quick": quick,
+                           "flower_max_n": flower_max_n, "results": []}  # fmt: skip
     for n in (ns or spec["ns"]) if grid else ():
         for drop in spec["dropouts"]:
             if progress:
@@ -424,24 +428,33 @@ def run_benchmark(quick: bool = False, with_round: bool = True, progress=None, r
                 row["flower"] = bench_flower(n, d, kk, t_thr, drop)
             else:
                 row["flower"] = {"skipped": f"n > --flower-max-n {flower_max_n}"}
-            row["floor"] = floor_breakdown(n, d + 1, k, rates, dropout=drop)
-            # the issue's envelope: one RSA-OAEP unwrap per upload (a device is its own node here);
-            # not in the floor, which counts AES-CTR and X25519 only
-            survivors = row["fedrec"]["survivors"]
-            row["floor"]["envelope_unwraps"] = 2 * n + 2 * survivors
-            row["floor"]["envelope_seconds"] = row["floor"]["envelope_unwraps"] / unwraps_per_s
-            f, fl = row["fedrec"]["total_seconds"], row["floor"]["total_seconds"]
-            masking = row["fedrec"]["stages"]["masked_input"]["client_seconds"] + \
-                row["fedrec"]["stages"]["unmask"]["server_seconds"]  # fmt: skip
-            row["ratios"] = {
-                "fedrec_vs_floor": f / fl,
-                "fedrec_vs_floor_plus_envelope": f / (fl + row["floor"]["envelope_seconds"]),
-                "fedrec_vs_plain": f / max(row["plain"]["total_seconds"], 1e-12),
-                "fedrec_masking_vs_floor": masking / fl,
-            }
-            if "total_seconds" in row["flower"]:
-                row["ratios"]["flower_vs_fedrec"] = row["flower"]["total_seconds"] / f
             res["results"].append(row)
+    if res["results"]:
+        samples.append(sample_rates())
+    # Other jobs on a shared machine only slow a primitive down: the fastest of the measurements
+    # before and after the grid is the closest to this machine's own rate (and keeps the floor low).
+    best = {name: max(smp[name] for smp in samples) for name in samples[0]}
+    res["rates"], res["rate_samples"] = best, samples
+    rates = MachineRates(best["aes_ctr_bytes_per_s"], best["x25519_per_s"])
+    for row in res["results"]:
+        n, drop = row["n"], row["dropout"]
+        row["floor"] = floor_breakdown(n, d + 1, k, rates, dropout=drop)
+        # the issue's envelope: one RSA-OAEP unwrap per upload (a device is its own node here);
+        # not in the floor, which counts AES-CTR and X25519 only
+        survivors = row["fedrec"]["survivors"]
+        row["floor"]["envelope_unwraps"] = 2 * n + 2 * survivors
+        row["floor"]["envelope_seconds"] = row["floor"]["envelope_unwraps"] / best["rsa_oaep_unwraps_per_s"]
+        f, fl = row["fedrec"]["total_seconds"], row["floor"]["total_seconds"]
+        masking = row["fedrec"]["stages"]["masked_input"]["client_seconds"] + \
+            row["fedrec"]["stages"]["unmask"]["server_seconds"]  # fmt: skip
+        row["ratios"] = {
+            "fedrec_vs_floor": f / fl,
+            "fedrec_vs_floor_plus_envelope": f / (fl + row["floor"]["envelope_seconds"]),
+            "fedrec_vs_plain": f / max(row["plain"]["total_seconds"], 1e-12),
+            "fedrec_masking_vs_floor": masking / fl,
+        }
+        if "total_seconds" in row["flower"]:
+            row["ratios"]["flower_vs_fedrec"] = row["flower"]["total_seconds"] / f
     if with_round and round_inprocess:
         if progress:
             progress("in-process round loop, secure_agg off vs on")

@@ -12,6 +12,9 @@ def test_bench_secagg_quick_writes_json(tmp_path, capsys):
     assert {"d", "neighbours", "rates", "results", "round", "command"} <= set(res)
     assert res["quick"] and res["round"] == {"skipped": "--quick"}
     assert {(r["n"], r["dropout"]) for r in res["results"]} == {(8, 0.0), (8, 0.1), (16, 0.0), (16, 0.1)}
+    # rates measured before and after the grid; the floor uses the faster of each
+    assert len(res["rate_samples"]) == 2
+    assert res["rates"] == {k: max(s[k] for s in res["rate_samples"]) for k in res["rates"]}
     for r in res["results"]:
         assert {"fedrec", "flower", "plain", "floor", "ratios"} <= set(r)
         for system in ("fedrec", "flower"):
