@@ -4,6 +4,8 @@ delta -> clip to C -> weight by w_u -> add Gaussian noise -> (secure aggregation
 -> contribution. Each step is a pure function from ``privacy/`` (or ``secure_agg/``); a stage that is
 off in config is the identity. Without noise the deltas stay sparse (touched rows only) all the way
 into the node's running sum; with noise every coordinate is touched, so the chunk is densified.
+With secure aggregation, ``quantised_sum`` streams a chunk through noise, quantisation and the node's
+uint32 sum a block of users at a time.
 """
 
 from __future__ import annotations
@@ -17,6 +19,11 @@ from configs.schema import FedrecConfig
 from privacy.mechanism import clip_factors, noise_std
 from recommender.local_training import CohortDelta
 from recommender.ncf import NeuMFShape
+from secure_agg import QuantizationConfig, quantize_sum_rows
+
+#: Users per block in ``quantised_sum``. A multiple of 16 keeps torch's Gaussian draws identical to
+#: one draw for the whole chunk (its sampler transforms 16 uniforms at a time).
+BLOCK_USERS = 16
 
 
 def user_weights(trust: np.ndarray, n_examples: np.ndarray, example_cap: int) -> np.ndarray:
@@ -50,6 +57,17 @@ class ChunkContribution:
     norms: np.ndarray
 
 
+def _factors_and_std(delta: CohortDelta, weights: np.ndarray, cfg: FedrecConfig) -> tuple[torch.Tensor, float]:
+    """Per-user factor w_u * min(1, C / ||delta_u||) (w_u alone without DP) and the noise std."""
+    p = cfg.privacy
+    factor = torch.as_tensor(weights, dtype=torch.float64)
+    if p.mode == "off":
+        return factor.to(delta.mlp_delta.dtype), 0.0
+    factor = factor * clip_factors(delta.norms(), p.clip_norm)
+    m_min = p.resolved_min_survivors(cfg.data.population)
+    return factor.to(delta.mlp_delta.dtype), noise_std(p.mode, p.noise_multiplier, p.clip_norm, m_min)
+
+
 def process_chunk(
     delta: CohortDelta,
     weights: np.ndarray,
@@ -69,14 +87,8 @@ def process_chunk(
     individual : bool
         Keep one row per user (robust strategies need them) instead of their sum.
     """
-    p = cfg.privacy
     norms = delta.norms()
-    factor = torch.as_tensor(weights, dtype=torch.float64)
-    if p.mode != "off":
-        factor = factor * clip_factors(norms, p.clip_norm)
-    factor = factor.to(delta.mlp_delta.dtype)
-    m_min = p.resolved_min_survivors(cfg.data.population) if p.mode != "off" else 1
-    std = noise_std(p.mode, p.noise_multiplier, p.clip_norm, m_min) if p.mode != "off" else 0.0
+    factor, std = _factors_and_std(delta, weights, cfg)
     if std > 0 or individual:
         dense = delta.scale(factor).dense(shape)
         if std > 0:
@@ -86,3 +98,50 @@ def process_chunk(
         out = torch.zeros(shape.shared_dim, dtype=torch.float64)
         delta.sum_into(out, shape, factor)  # weighted on the fly: no scaled copy of the rows
     return ChunkContribution(out, float(weights.sum()), norms.numpy())
+
+
+def quantised_sum(
+    delta: CohortDelta,
+    weights: np.ndarray,
+    cfg: FedrecConfig,
+    shape: NeuMFShape,
+    generator: torch.Generator,
+    q: QuantizationConfig,
+    rng: np.random.Generator,
+    total: np.ndarray,
+) -> int:
+    """total += sum_u quantise([w_u clip(delta_u) + noise_u, w_u]) mod 2^32; returns entries clipped.
+
+    The same numbers as ``process_chunk(..., individual=True)`` followed by ``quantize_rows`` of
+    its rows in blocks of ``BLOCK_USERS`` and their sum, bit for bit (same Gaussian and rounding
+    draws), with one reused float32 (BLOCK_USERS, d) buffer: the noise is drawn straight into it
+    (``normal_``), the block's sparse deltas are added on top, and the block is quantised and added
+    into ``total`` while its pieces are in cache.
+
+    Parameters
+    ----------
+    delta : CohortDelta
+        The chunk's deltas (U users).
+    weights : np.ndarray, shape (U,)
+        w_u in [0, 1], also quantised as the last coordinate.
+    generator : torch.Generator
+        DP noise (not a mask).
+    q : QuantizationConfig
+    rng : numpy.random.Generator
+        Stochastic rounding (not a mask).
+    total : np.ndarray[uint32], shape (d + 1,)
+        The node's running sum, modified in place.
+    """
+    factor, std = _factors_and_std(delta, weights, cfg)
+    u = delta.n_users
+    buf = torch.empty(min(BLOCK_USERS, u), shape.shared_dim, dtype=delta.mlp_delta.dtype)
+    clipped = 0
+    for lo in range(0, u, BLOCK_USERS):
+        blk = buf[: min(BLOCK_USERS, u - lo)]
+        if std > 0:
+            blk.normal_(0.0, std, generator=generator)
+        else:
+            blk.zero_()
+        delta.add_dense_into(blk, shape, lo, factor)
+        clipped += quantize_sum_rows(blk.numpy(), weights[lo : lo + len(blk)], q, rng, total)
+    return clipped

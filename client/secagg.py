@@ -40,7 +40,7 @@ from cryptography.hazmat.primitives import serialization
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 
 from client.node_data import local_split, node_users, run_config
-from client.pipeline import process_chunk, user_weights
+from client.pipeline import quantised_sum, user_weights
 from client.state import PrivateStore, node_state_dir
 from configs.schema import FedrecConfig
 from privacy.mechanism import noise_std
@@ -53,7 +53,6 @@ from secure_agg import (
     QuantizationConfig,
     SecAggError,
     inject_dropouts,
-    quantize_rows,
 )
 from secure_agg.messages import (
     decode_inbox,
@@ -75,8 +74,6 @@ ACTIONS: dict[str, str] = {
     "unmask": "secagg_unmask",
 }
 STATE_KEY = "fedrec-secagg"
-#: Rows quantised at once: bounds the uint32 output block to QUANT_ROWS * d * 4 bytes.
-QUANT_ROWS = 16
 
 
 def quantization_config(cfg: FedrecConfig) -> QuantizationConfig:
@@ -181,7 +178,7 @@ def _train_rows(cfg: FedrecConfig, msg: Message, context: Context, users: np.nda
     """Train ``users`` exactly as ``client.app.train`` does and return their quantised sum.
 
     Returns (uint32[d + 1] sum of quantise([w_u * clip(delta_u) + noise_u, w_u]), metrics, report).
-    Memory stays bounded by ``client.chunk_users`` dense rows plus QUANT_ROWS uint32 rows.
+    Memory stays bounded by one chunk's sparse deltas plus ``client.pipeline.BLOCK_USERS`` dense rows.
     """
     t0 = time.perf_counter()
     split = local_split(cfg.data)
@@ -207,13 +204,8 @@ def _train_rows(cfg: FedrecConfig, msg: Message, context: Context, users: np.nda
                                     user_rng(cfg.seed, rnd, int(u))) for u in chunk]  # fmt: skip
         delta, new_private, loss = train_cohort(shared, store.get(chunk), schedules, shape, cfg.client)
         store.put(chunk, new_private)
-        w = weights[lo : lo + len(chunk)]
-        rows = process_chunk(delta, w, cfg, shape, gen, individual=True).weighted.numpy()
-        for a in range(0, len(chunk), QUANT_ROWS):
-            qv, n_clip = quantize_rows(rows[a : a + QUANT_ROWS], w[a : a + QUANT_ROWS], q, qrng)
-            clipped += n_clip
-            # no wrap: every entry is <= L and at most n_max <= 2^32 / L rows are ever summed
-            total += qv.sum(0, dtype=np.uint32)
+        # no wrap: every entry is <= L and at most n_max <= 2^32 / L rows are ever summed
+        clipped += quantised_sum(delta, weights[lo : lo + len(chunk)], cfg, shape, gen, q, qrng, total)
         norms.append(np.asarray(delta.norms()))
         losses.append(loss.numpy())
     store.save(rnd)
@@ -245,7 +237,9 @@ def masked(msg: Message, context: Context) -> Message:
     users = np.array(live, np.int64)
     q = quantization_config(cfg)
     total, metrics, report = _train_rows(cfg, msg, context, users, np.array([trust_of[u] for u in live]), rnd, q)
+    t0 = time.perf_counter()
     m = cohort.masked_sum(inboxes, total, live)  # the cohort's inputs are summed already
+    metrics["mask-seconds"] = time.perf_counter() - t0
     _save(context, cohort)
     env = _seal(cfg, run_id, pem, {m.user_ids[0]: encode_masked(m)} if m.user_ids else {}, rnd, context,
                 "masked_input")  # fmt: skip

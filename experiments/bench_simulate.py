@@ -6,7 +6,10 @@ over the process tree including the simulation engine's workers, is its own), th
 alternate within one invocation, and results are reported as ratios measured in the same run.
 With ``--sa-dp`` every cell also runs fedrec with secure aggregation and distributed DP on (Poisson
 sampling at rate users_per_round / population, so the expected cohort is the same), alternating
-with the run that has both off, and reports the ratio of their seconds per round.
+with the run that has both off, and reports the ratio of their seconds per round next to the
+floor of that ratio: (off + the per-round floor of ``experiments.sadp_floor``, from rates measured
+on this machine before and after the cell's runs, for the same users per round, d, neighbours and
+nodes) / off.
 """
 
 from __future__ import annotations
@@ -39,6 +42,59 @@ STOCK_SECONDS_PER_USER = 0.045
 def sa_dp_overrides(population: int, per_round: int) -> list[str]:
     """Secure aggregation + distributed DP on the same workload: Poisson rate = per_round / population."""
     return ["secure_agg=on", "privacy=distributed", f"privacy.sample_rate={min(1.0, per_round / population):g}"]
+
+
+def _sa_dp_d(population: int, per_round: int, extra: list[str]) -> tuple[int, int]:
+    """(d + 1 masked coordinates, requested neighbours k) of the SA + DP cell's config."""
+    from configs.store import compose_config
+    from recommender.ncf import NeuMFShape
+
+    cfg = compose_config([*W1_OVERRIDES, f"data.users={population}", *extra, *sa_dp_overrides(population, per_round)])
+    return NeuMFShape(cfg.data.items, cfg.model.factors).shared_dim + 1, cfg.secure_agg.neighbours
+
+
+def sa_dp_rates(population: int, per_round: int, extra: list[str]):
+    """Measure the floor's primitive rates now (``experiments.sadp_floor``), for the cell's d."""
+    from experiments.sadp_floor import measure_pipeline_rates
+
+    return measure_pipeline_rates(2.0, _sa_dp_d(population, per_round, extra)[0])
+
+
+def sa_dp_floor(population: int, per_round: int, nodes: int, extra: list[str], rates: list) -> dict[str, Any]:
+    """The per-round floor of the SA + DP cell from the fastest of the rates measured around its runs.
+
+    Other jobs on a shared machine only slow a primitive down, so the fastest measurement of each
+    is the one closest to the machine's own rate (and keeps the floor a lower bound).
+    """
+    from experiments.sadp_floor import PipelineRates, sadp_floor
+
+    d, k = _sa_dp_d(population, per_round, extra)
+    best = PipelineRates(**{f: max(getattr(r, f) for r in rates) for f in PipelineRates.__dataclass_fields__})
+    floor = sadp_floor(per_round, d, k, nodes, best, os.cpu_count() or 1)
+    return {"rates": best.as_dict(), "rate_samples": [r.as_dict() for r in rates], **floor}
+
+
+def sa_dp_cpu(population: int, per_round: int, rounds: int, nodes: int, extra: list[str]) -> dict[str, Any]:
+    """CPU seconds per round (median of rounds 2+) of the cell with both off and with SA + DP on.
+
+    The real round loop and ClientApp in this process (``experiments.inprocess``: no Ray, nodes
+    run one after the other), timed with ``time.process_time``, so other jobs on a shared machine
+    count far less than in wall time; comparable with the floor's CPU seconds.
+    """
+    from statistics import median as med
+
+    from experiments import inprocess
+
+    out: dict[str, Any] = {"clock": "process_time", "rounds": rounds}
+    with tempfile.TemporaryDirectory(prefix="fedrec_bench_sadp_") as tmp:
+        for mode in ("off", "sa_dp"):
+            ov = [*W1_OVERRIDES, f"data.users={population}", f"simulation.users_per_round={per_round}",
+                  f"simulation.rounds={rounds}", f"runs_dir={tmp}", f"name={mode}", "overwrite=true", *extra,
+                  *(sa_dp_overrides(population, per_round) if mode == "sa_dp" else [])]  # fmt: skip
+            cpu = inprocess.run_rounds_inprocess(ov, nodes)["cpu_seconds"]
+            out[mode] = {"cpu_seconds": cpu, "median_cpu_seconds": med(cpu[1:] or cpu)}
+    out["ratio"] = out["sa_dp"]["median_cpu_seconds"] / out["off"]["median_cpu_seconds"]
+    return out
 
 
 def _worker(args: argparse.Namespace) -> None:
@@ -171,6 +227,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         # + its message dispatcher rescans every pending message per node: ~quadratic in nodes
         predicted = STOCK_SECONDS_PER_USER * per_round * args.rounds + 0.02 * population \
             + 4e-6 * population**2 * args.rounds
+        rates = [sa_dp_rates(population, per_round, args.extra)] if args.sa_dp else []
         for rep in range(args.repeats):
             for mode in MODES:  # alternate the frameworks (and fedrec with SA + DP on)
                 if mode == "sa_dp" and not args.sa_dp:
@@ -202,12 +259,34 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             row["memory_ratio"] = s["peak_rss_gib"] / f["peak_rss_gib"]
         if "median_round_seconds" in f and "median_round_seconds" in row.get("sa_dp", {}):
             row["sa_dp_ratio"] = row["sa_dp"]["median_round_seconds"] / f["median_round_seconds"]
+        if args.sa_dp:
+            if args.sa_dp_cpu:
+                console.print(f"[bold]CPU in process[/] population={population} per_round={per_round}")
+                row["sa_dp_cpu"] = sa_dp_cpu(population, per_round, args.rounds, args.nodes, args.extra)
+            rates.append(sa_dp_rates(population, per_round, args.extra))  # before and after the cell's runs
+            row["sa_dp_floor"] = sa_dp_floor(population, per_round, args.nodes, args.extra, rates)
+            if "median_round_seconds" in f:
+                # the least SA + DP can cost against both off: plain round + unavoidable primitives
+                fs = f["median_round_seconds"]
+                row["sa_dp_floor_ratio"] = (fs + row["sa_dp_floor"]["wall_seconds"]) / fs
+                console.print(f"SA+DP / off: measured {row.get('sa_dp_ratio', float('nan')):.2f}x, "
+                              f"plain + floor {row['sa_dp_floor_ratio']:.2f}x (floor "
+                              f"{row['sa_dp_floor']['wall_seconds']:.2f} s wall, "
+                              f"{row['sa_dp_floor']['cpu_seconds']:.2f} s CPU per round)")  # fmt: skip
+            if "sa_dp_cpu" in row:
+                c = row["sa_dp_cpu"]
+                off = c["off"]["median_cpu_seconds"]
+                c["floor_ratio"] = (off + row["sa_dp_floor"]["cpu_seconds"]) / off
+                console.print(f"SA+DP / off in CPU seconds per round: measured {c['ratio']:.2f}x "
+                              f"({c['sa_dp']['median_cpu_seconds']:.2f} / {off:.2f} s), plain + floor "
+                              f"{c['floor_ratio']:.2f}x")  # fmt: skip
         rows.append(row)
 
     table = Table(title="W1: seconds per round (median of rounds 2+), start-up, peak RSS of the process tree")
     for col in ("population", "users/round", "fedrec s/round", "stock s/round", "speedup",
                 "fedrec start-up+r1 s", "stock start-up+r1 s", "fedrec peak RSS/PSS GiB",
-                "stock peak RSS/PSS GiB", *(("SA+DP s/round", "SA+DP / off") if args.sa_dp else ())):  # fmt: skip
+                "stock peak RSS/PSS GiB",
+                *(("SA+DP s/round", "SA+DP / off", "floor s/round", "(off + floor) / off") if args.sa_dp else ())):  # fmt: skip
         table.add_column(col, justify="right")
 
     def g(d: dict, k: str, fmt: str = "{:.2f}") -> str:
@@ -220,7 +299,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                       g(f, "startup_plus_round1"), g(s, "startup_plus_round1"),
                       f"{g(f, 'peak_rss_gib')}/{g(f, 'peak_pss_gib')}", f"{g(s, 'peak_rss_gib')}/{g(s, 'peak_pss_gib')}",
                       *((g(r.get("sa_dp", {}), "median_round_seconds"),
-                         f"{r['sa_dp_ratio']:.2f}x" if "sa_dp_ratio" in r else "-") if args.sa_dp else ()))  # fmt: skip
+                         f"{r['sa_dp_ratio']:.2f}x" if "sa_dp_ratio" in r else "-",
+                         g(r.get("sa_dp_floor", {}), "wall_seconds"),
+                         f"{r['sa_dp_floor_ratio']:.2f}x" if "sa_dp_floor_ratio" in r else "-")
+                        if args.sa_dp else ()))  # fmt: skip
     Console().print(table)
     result = {"workload": "W1", "rounds": args.rounds, "nodes": args.nodes, "extra_overrides": args.extra,
               "cpus": os.cpu_count(), "rows": rows}  # fmt: skip
@@ -240,6 +322,8 @@ def add_bench_command(bench_sub) -> None:
     p.add_argument("--no-stock", action="store_true", help="measure fedrec only")
     p.add_argument("--sa-dp", action="store_true", help="also run fedrec with secure aggregation and distributed "
                    "DP on (same workload, alternating) and report the ratio to both off")  # fmt: skip
+    p.add_argument("--sa-dp-cpu", action="store_true", help="with --sa-dp: also CPU seconds per round of both "
+                   "configurations in process (no Ray) against the floor's CPU seconds")  # fmt: skip
     p.add_argument("--ml100k-paths", action="store_true",
                    help="instead: the default ML-100K simulation, cohort trainer vs sequential path")
     p.add_argument("--json", default=None, help="write the results here")

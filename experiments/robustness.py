@@ -77,13 +77,12 @@ def _cell(c: dict[str, Any]) -> str:
     return text + (f" (n={n})" if n > 1 else "")
 
 
-def pivot_markdown(rows: list[dict[str, Any]]) -> str:
-    """Rows: strategy x attack; columns: fraction f; cells: ``HR@10`` (``/ ER@10`` with targets),
-    as mean ± sd over seeds with ``(n=...)`` when several seeds ran.
+def pivot_markdown(cells: dict[tuple[str, str, float], dict[str, Any]]) -> str:
+    """Rows: strategy x attack; columns: fraction f; cells (from :func:`group_cells`): ``HR@10``
+    (``/ ER@10`` with targets), as mean ± sd over seeds with ``(n=...)`` when several seeds ran.
 
     A run with ``attack.fraction=0`` is that attack's clean cell (same evaluation, no poisoner).
     """
-    cells = group_cells(rows)
     table: dict[tuple[str, str], dict[float, str]] = defaultdict(dict)
     for (s, a, f), c in cells.items():
         table[(s, a)][f] = _cell(c)
@@ -136,7 +135,7 @@ def clean_cells(cells: dict[tuple[str, str, float], dict[str, Any]]) -> dict[str
     return out
 
 
-def plot_robustness(rows: list[dict[str, Any]], out: Path) -> None:
+def plot_robustness(cells: dict[tuple[str, str, float], dict[str, Any]], out: Path) -> None:
     """One panel per attack: HR@10 (mean ± sd over seeds) against the malicious fraction, one line
     per strategy, starting from the strategy's clean run (``clean_cells``) when the attack has no
     f = 0 run of its own."""
@@ -145,7 +144,6 @@ def plot_robustness(rows: list[dict[str, Any]], out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cells = group_cells(rows)
     clean = clean_cells(cells)
     attacks = sorted({a for _, a, f in cells if f > 0})
     colour = {s: f"C{i % 10}" for i, s in enumerate(sorted({s for s, _, _ in cells}))}  # one colour per strategy
@@ -185,12 +183,13 @@ def write_robustness(rows: list[dict[str, Any]], root: Path, out: Path) -> str |
             r.update(facts)
     if not any(r.get("attack", "none") not in ("none", "") for r in rows):
         return None
+    cells = group_cells(rows)
     pairs = paired_differences(rows)
-    md = pivot_markdown(rows)
+    md = pivot_markdown(cells)
     if pairs:
         md += "\nPaired against FedAvg (same attack, f and seed):\n\n" + paired_markdown(pairs)
     (out / "robustness.md").write_text(md)
-    cells = [{"strategy": s, "attack": a, "fraction": f, **c} for (s, a, f), c in sorted(group_cells(rows).items())]
-    (out / "robustness.json").write_text(json.dumps({"cells": cells, "paired": pairs}, indent=2))
-    plot_robustness(rows, out / "robustness.png")
+    flat = [{"strategy": s, "attack": a, "fraction": f, **c} for (s, a, f), c in sorted(cells.items())]
+    (out / "robustness.json").write_text(json.dumps({"cells": flat, "paired": pairs}, indent=2))
+    plot_robustness(cells, out / "robustness.png")
     return md

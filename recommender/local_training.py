@@ -215,14 +215,29 @@ class CohortDelta:
 
     def dense(self, shape: NeuMFShape) -> torch.Tensor:
         """Densify to the canonical flat layout, shape (U, d)."""
-        u, f, n = self.n_users, shape.factors, shape.n_items
-        out = torch.zeros(u, shape.shared_dim, dtype=self.mlp_delta.dtype)
-        gmf = out[:, : n * f].view(u, n, f)
-        mlp = out[:, n * f : n * 3 * f].view(u, n, 2 * f)
-        gmf.index_put_((self.row_user, self.rows), self.item_delta[:, :f], accumulate=True)
-        mlp.index_put_((self.row_user, self.rows), self.item_delta[:, f:], accumulate=True)
-        out[:, n * 3 * f :] = self.mlp_delta
+        out = torch.zeros(self.n_users, shape.shared_dim, dtype=self.mlp_delta.dtype)
+        self.add_dense_into(out, shape)
         return out
+
+    def add_dense_into(self, out: torch.Tensor, shape: NeuMFShape, lo: int = 0,
+                       factors: torch.Tensor | None = None) -> None:  # fmt: skip
+        """out[i] += factors[lo + i] * delta of user lo + i, in the flat layout; out has shape (B, d).
+
+        With ``out`` zero this is ``scale(factors).dense(shape)[lo : lo + B]``, bit for bit; a block
+        of users at a time lets a caller reuse one (B, d) buffer (e.g. one that already holds noise).
+        """
+        b, f, n = out.shape[0], shape.factors, shape.n_items
+        sel = ((self.row_user >= lo) & (self.row_user < lo + b)).nonzero().squeeze(1)
+        users, rows, vals = self.row_user[sel], self.rows[sel], self.item_delta[sel]
+        mlp_delta = self.mlp_delta[lo : lo + b]
+        if factors is not None:
+            factors = factors.to(self.mlp_delta.dtype)
+            vals = vals * factors[users, None]
+            mlp_delta = mlp_delta * factors[lo : lo + b, None]
+        users = users - lo
+        out[:, : n * f].view(b, n, f).index_put_((users, rows), vals[:, :f], accumulate=True)
+        out[:, n * f : n * 3 * f].view(b, n, 2 * f).index_put_((users, rows), vals[:, f:], accumulate=True)
+        out[:, n * 3 * f :] += mlp_delta
 
     def sum_into(self, acc: torch.Tensor, shape: NeuMFShape, factors: torch.Tensor | None = None) -> None:
         """Add the sum over users of the deltas into the flat accumulator ``acc`` (d,), sparsely.

@@ -35,6 +35,7 @@ from secure_agg.quantize import (
     pack_weighted,
     quantize,
     quantize_rows,
+    quantize_sum_rows,
     unpack_weighted,
     weighted_mean,
 )
@@ -81,6 +82,7 @@ __all__ = [
     "pack_weighted",
     "quantize",
     "quantize_rows",
+    "quantize_sum_rows",
     "resolve_threshold",
     "unpack_weighted",
     "weighted_mean",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import struct
 from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -16,6 +17,7 @@ from secure_agg.errors import SecAggError
 from secure_agg.graph import NeighbourGraph
 from secure_agg.messages import (
     SECRET_BYTES,
+    SHARE_BYTES,
     AdvertiseKeys,
     MaskedInput,
     Roster,
@@ -35,14 +37,17 @@ from secure_agg.primitives import (
 )
 from secure_agg.protocol import (
     b_commitment,
+    check_party_ids,
     decrypt_shares,
     encrypt_shares,
-    normalise_run_id,
     pair_sign,
 )
 from secure_agg.shamir import encode_share, share_x, split_secrets
 
 log = logging.getLogger(__name__)
+
+_HELD = struct.Struct(f"<Q{SHARE_BYTES}s{SHARE_BYTES}s")  # owner, share of its s^SK, share of its b
+_RECV = struct.Struct("<Q32s")  # sender, AES-GCM key of its shares
 
 
 @dataclass
@@ -111,12 +116,8 @@ class ClientCohort:
         *,
         run_id: str | bytes = b"",
     ) -> None:
-        self.config = config.validate()
-        self.round_id = int(round_id)
-        self.run_id = normalise_run_id(run_id)
-        ids = [int(u) for u in user_ids]
-        if len(set(ids)) != len(ids):
-            raise SecAggError("ClientCohort user_ids contains duplicates")
+        self.config, self.round_id, self.run_id, ids = check_party_ids("ClientCohort", config, round_id, user_ids,
+                                                                       run_id)  # fmt: skip
         self._users: dict[int, _User] = {}
         self._pending = sorted(ids)
         self.stage = "advertise_keys"
@@ -165,14 +166,15 @@ class ClientCohort:
                 "sp": st.s_pk.hex(),
                 "b": st.b.hex(),
                 "nb": list(st.neighbours),
-                "held": {str(v): [a.hex(), b.hex()] for v, (a, b) in st.held.items()},
+                # fixed-size records packed once per user: far less Python than one entry per share
+                "held": b"".join(_HELD.pack(v, a, b) for v, (a, b) in st.held.items()).hex(),
                 "mw": list(st.masked_with),
-                "rk": {str(v): x.hex() for v, x in st.recv_keys.items()},
+                "rk": b"".join(_RECV.pack(v, x) for v, x in st.recv_keys.items()).hex(),
             }
             for u, st in self._users.items()
         }
         meta = {
-            "v": 2,
+            "v": 3,
             "round": self.round_id,
             "run": self.run_id.hex(),
             "stage": self.stage,
@@ -188,7 +190,7 @@ class ClientCohort:
         """Inverse of ``to_bytes``; ``config`` must be the one the cohort was created with."""
         try:
             meta = json.loads(blob)
-            if meta.get("v") != 2:
+            if meta.get("v") != 3:
                 raise SecAggError(f"unknown cohort state version {meta.get('v')!r}")
             self = cls(config, meta["round"], meta["pending"], run_id=bytes.fromhex(meta["run"]))
             self.stage = meta["stage"]
@@ -206,12 +208,12 @@ class ClientCohort:
                     bytes.fromhex(d["sp"]),
                     bytes.fromhex(d["b"]),
                     tuple(d["nb"]),
-                    {int(v): (bytes.fromhex(a), bytes.fromhex(b)) for v, (a, b) in d["held"].items()},
+                    {v: (a, b) for v, a, b in _HELD.iter_unpack(bytes.fromhex(d["held"]))},
                     tuple(d["mw"]),
-                    {int(v): bytes.fromhex(x) for v, x in d["rk"].items()},
+                    dict(_RECV.iter_unpack(bytes.fromhex(d["rk"]))),
                 )
                 self._users[int(u)] = st
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, struct.error) as exc:
             raise SecAggError(f"corrupt cohort state: {exc}") from exc
         return self
 

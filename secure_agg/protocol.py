@@ -6,10 +6,12 @@ import hashlib
 import hmac
 import os
 import struct
+from collections.abc import Sequence
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from secure_agg.config import SecAggConfig
 from secure_agg.errors import SecAggError
 from secure_agg.messages import SHARE_BYTES, SHARE_CT_BYTES, SHARE_PLAINTEXT_BYTES
 from secure_agg.primitives import context_info
@@ -23,6 +25,26 @@ def normalise_run_id(run_id: str | bytes) -> bytes:
     if len(b) > 0xFFFF:
         raise SecAggError(f"run id is {len(b)} bytes, at most 65535 allowed")
     return b
+
+
+def check_party_ids(who: str, config: SecAggConfig, round_id: int, user_ids: Sequence[int],
+                    run_id: str | bytes) -> tuple[SecAggConfig, int, bytes, list[int]]:  # fmt: skip
+    """The checks both ends make on construction: (validated config, round, run id bytes, user ids).
+
+    User ids must be distinct integers in [0, 2^64) (they are bound as u64 into every key
+    derivation and associated data); the round likewise. ``who`` names the caller in errors.
+    """
+    ids = [int(u) for u in user_ids]
+    if len(set(ids)) != len(ids):
+        dup = sorted({u for u in ids if ids.count(u) > 1})
+        raise SecAggError(f"{who}: user_ids contains duplicates {dup[:10]}")
+    bad = [u for u in ids if not 0 <= u < 1 << 64]
+    if bad:
+        raise SecAggError(f"{who}: user ids {bad[:10]} are outside [0, 2^64)")
+    rnd = int(round_id)
+    if not 0 <= rnd < 1 << 64:
+        raise SecAggError(f"{who}: round_id={rnd} is outside [0, 2^64)")
+    return config.validate(), rnd, normalise_run_id(run_id), ids
 
 
 def pair_sign(u: int, v: int) -> int:

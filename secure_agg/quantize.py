@@ -255,41 +255,94 @@ def quantize_rows(
     equals ``quantize(pack, cfg, rng, weighted=True)`` for ``pack = [values, weights]`` (same
     draws from ``rng``), so float32 rows are never copied to float64. See ``quantize``.
     """
+    values = _check_rows(values)
+    n_rows, d = values.shape
+    out = np.empty((n_rows, d + (weights is not None)), dtype=np.uint32)
+    if weights is not None:
+        out[:, -1] = _quantize_weights(weights, n_rows, cfg, rng)
+
+    def put(i: int, a: int, q: np.ndarray) -> None:
+        out[i, a : a + len(q)] = q
+
+    return out, _quantize_values(values, cfg, rng, put)
+
+
+def quantize_sum_rows(
+    values: np.ndarray, weights: np.ndarray, cfg: QuantizationConfig, rng: np.random.Generator, acc: np.ndarray
+) -> int:
+    """acc += sum over rows of ``quantize_rows(values, weights, cfg, rng)[0]`` mod 2^32; returns entries clipped.
+
+    The same draws from ``rng`` and the same bits as ``quantize_rows`` followed by ``sum(0)``, but
+    every quantised block is added into ``acc`` while it is in cache: no uint32[U, d + 1] array.
+
+    Parameters
+    ----------
+    values : np.ndarray[float32 or float64], shape (U, d)
+    weights : np.ndarray[float], shape (U,)
+    acc : np.ndarray[uint32], shape (d + 1,)
+        Modified in place; the last coordinate receives the quantised weights.
+    """
+    values = _check_rows(values)
+    n_rows, d = values.shape
+    if acc.dtype != np.uint32 or acc.shape != (d + 1,):
+        raise QuantizationError(f"accumulator must be uint32[{d + 1}], got {acc.dtype}{list(acc.shape)}")
+    acc[-1] += _quantize_weights(weights, n_rows, cfg, rng).sum(dtype=np.uint32)
+
+    def add(i: int, a: int, q: np.ndarray) -> None:
+        part = acc[a : a + len(q)]
+        np.add(part, q, out=part)
+
+    return _quantize_values(values, cfg, rng, add)
+
+
+def _check_rows(values: np.ndarray) -> np.ndarray:
     values = np.asarray(values)
     if values.ndim != 2:
         raise QuantizationError(f"quantize_rows wants values[U, d], got shape {list(values.shape)}")
     if values.dtype not in (np.float32, np.float64):
         values = values.astype(np.float64)
+    return values
+
+
+def _quantize_weights(weights: np.ndarray, n_rows: int, cfg: QuantizationConfig, rng: np.random.Generator) -> np.ndarray:
+    """Trust weights float[U] in [0, weight_max] -> uint32[U] in [0, L] (float64, stochastic rounding)."""
+    levels = cfg.levels
+    w = np.asarray(weights, dtype=np.float64)
+    if w.shape != (n_rows,):
+        raise QuantizationError(f"weights must have shape [{n_rows}], got {list(w.shape)}")
+    if not np.all(np.isfinite(w)):
+        raise QuantizationError("update contains NaN or inf; refusing to quantise")
+    if np.any(w < 0) or np.any(w > cfg.weight_max):
+        raise QuantizationError(
+            f"trust weights must lie in [0, {cfg.weight_max}], got min {w.min()} max {w.max()}"
+        )
+    yw = w * levels
+    low = np.floor(yw)
+    return np.clip(low + (rng.random(yw.shape) < yw - low), 0, levels).astype(np.uint32)
+
+
+def _quantize_values(values: np.ndarray, cfg: QuantizationConfig, rng: np.random.Generator, sink) -> int:
+    """Quantise float[U, d] block by block, handing each uint32 block to ``sink(row, start, block)``."""
     levels, r = cfg.levels, cfg.r
     n_rows, d = values.shape
-    out = np.empty((n_rows, d + (weights is not None)), dtype=np.uint32)
-    if weights is not None:
-        w = np.asarray(weights, dtype=np.float64)
-        if w.shape != (n_rows,):
-            raise QuantizationError(f"weights must have shape [{n_rows}], got {list(w.shape)}")
-        if not np.all(np.isfinite(w)):
-            raise QuantizationError("update contains NaN or inf; refusing to quantise")
-        if np.any(w < 0) or np.any(w > cfg.weight_max):
-            raise QuantizationError(
-                f"trust weights must lie in [0, {cfg.weight_max}], got min {w.min()} max {w.max()}"
-            )
-        yw = w * levels
-        low = np.floor(yw)
-        out[:, -1] = np.clip(low + (rng.random(yw.shape) < yw - low), 0, levels)
     s, half = np.float32(levels / (2 * r)), levels / 2
     width = min(QUANT_BLOCK, max(d, 1))
     bufs = (np.empty(width, np.float32), np.empty(width, np.float32), np.empty(width, np.float32),
             np.empty(width, np.bool_), np.empty(width, np.int64))  # fmt: skip
+    q = np.empty(width, np.uint32)
     n_clipped = 0
     for i in range(n_rows):
-        row, orow = values[i], out[i, :d]
+        row = values[i]
         for a in range(0, d, width):
             blk = row[a : a + width]
-            if not np.isfinite(blk).all():
+            lo, hi = blk.min(), blk.max()  # NaN propagates into both; two reductions, no temporaries
+            if not (np.isfinite(lo) and np.isfinite(hi)):
                 raise QuantizationError("update contains NaN or inf; refusing to quantise")
-            n_clipped += int(np.count_nonzero(blk > r)) + int(np.count_nonzero(blk < -r))
-            _round_block(blk, s, half, levels, rng, orow[a : a + width], bufs)
-    return out, n_clipped
+            if lo < -r or hi > r:
+                n_clipped += int(np.count_nonzero(blk > r)) + int(np.count_nonzero(blk < -r))
+            _round_block(blk, s, half, levels, rng, q[: len(blk)], bufs)
+            sink(i, a, q[: len(blk)])
+    return n_clipped
 
 
 def dequantize(

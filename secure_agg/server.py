@@ -24,7 +24,7 @@ from secure_agg.messages import (
     UnmaskResponse,
 )
 from secure_agg.primitives import apply_masks, pair_mask_seed, public_bytes, self_mask_seed
-from secure_agg.protocol import check_commitment, normalise_run_id
+from secure_agg.protocol import check_commitment, check_party_ids
 from secure_agg.shamir import combine, decode_share
 
 log = logging.getLogger(__name__)
@@ -75,12 +75,8 @@ class SecAggServer:
         run_id: str | bytes = b"",
         graph_seed: bytes | None = None,
     ) -> None:
-        self.config = config.validate()
-        self.round_id = int(round_id)
-        self.run_id = normalise_run_id(run_id)
-        planned = [int(u) for u in user_ids]
-        if len(set(planned)) != len(planned):
-            raise SecAggError("user_ids contains duplicates")
+        self.config, self.round_id, self.run_id, planned = check_party_ids("SecAggServer", config, round_id,
+                                                                           user_ids, run_id)  # fmt: skip
         if dim < 1:
             raise SecAggError(f"dim={dim} must be >= 1")
         self.planned = tuple(sorted(planned))

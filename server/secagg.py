@@ -226,6 +226,9 @@ class ServerSecAgg:
                     log.info("round %d: masked input of node %d refused: %s", rnd, node, exc)
                     continue
                 met = by_reply[node].content["metrics"]
+                # where a node's time went (wall seconds on the node): training + DP + quantising, masking
+                st.setdefault("node_seconds", []).append(float(met["node-seconds"]))
+                st.setdefault("node_mask_seconds", []).append(float(met.get("mask-seconds", 0.0)))
                 n_users += len(m.user_ids)
                 n_ex += int(met["num-examples"])
                 clipped += int(met["quant-clipped"])

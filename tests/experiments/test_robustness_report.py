@@ -27,7 +27,7 @@ def test_run_facts_and_pivot(tmp_path):
     assert facts == {"strategy": "trust:update", "attack": "sign_flip(scale=10.0)", "fraction": 0.2, "seed": 2}
     rows = [{**facts, "hr@10": 0.44}, {"strategy": "fedavg", "attack": "sign_flip(scale=10.0)", "fraction": 0.0,
                                        "hr@10": 0.41, "er@10": 0.0}]  # fmt: skip
-    md = pivot_markdown(rows)
+    md = pivot_markdown(group_cells(rows))
     assert "| f=0 | f=0.2 |" in md and "| trust:update | sign_flip(scale=10.0) |  | 0.4400 |" in md
     assert "0.4100 / 0.000" in md
     assert run_facts(tmp_path / "missing") is None
@@ -48,7 +48,7 @@ def _rows():
 
 
 def test_pivot_averages_seeds():
-    md = pivot_markdown(_rows())
+    md = pivot_markdown(group_cells(_rows()))
     assert "| fedavg | item_promotion | 0.4100 ± 0.0100 / 0.000 ± 0.000 (n=3) |" in md
 
 

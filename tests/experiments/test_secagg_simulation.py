@@ -32,11 +32,11 @@ def _theta(tmp_path, name, version):
 def _plain_in_process(tmp_path):
     """The secure_agg=off baseline, run in process (same nodes, seeds and partition): saves a Ray start."""
     from client.app import app
+    from experiments.inprocess import InProcessGrid
     from server.app import build_loop
-    from tests.server.inproc_grid import InProcessGrid
 
     loop = build_loop(compose_config([*OVERRIDES, f"runs_dir={tmp_path}", "name=off"]))
-    grid = InProcessGrid(app, 2)
+    grid = InProcessGrid(2, app)
     loop.discover(grid)
     for _ in range(2):
         loop.run_round(grid)

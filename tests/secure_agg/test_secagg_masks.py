@@ -312,3 +312,39 @@ def test_drbg_stream_does_not_depend_on_draw_sizes():
     d = CtrDrbg(b"\x01" * 32, "x")
     parts = b"".join(d.randbytes(m) for m in [1, 8, 4095, 3, 5000, 893])
     assert parts == whole[: len(parts)] and len(parts) == 10_000
+
+
+def _reference_permutation(drbg, items):
+    """The step-by-step Fisher-Yates, one ``randbelow`` per step."""
+    out = list(items)
+    for i in range(len(out) - 1, 0, -1):
+        j = drbg.randbelow(i + 1)
+        out[i], out[j] = out[j], out[i]
+    return out
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(0, 300), seed=st.binary(min_size=32, max_size=32))
+def test_block_permutation_equals_step_by_step(n, seed):
+    a, b = CtrDrbg(seed, "neighbour-graph"), CtrDrbg(seed, "neighbour-graph")
+    items = list(range(100, 100 + n))
+    assert a.permutation(items) == _reference_permutation(b, items)
+    assert a.randbytes(16) == b.randbytes(16)  # the same keystream consumed
+
+
+class _ScriptedDrbg(CtrDrbg):
+    """A DRBG whose first words are given (to hit randbelow's rejection, which has probability ~2^-60)."""
+
+    def __init__(self, words):
+        super().__init__(bytes(32), "scripted")
+        self._buf = b"".join(w.to_bytes(8, "little") for w in words)
+
+
+def test_block_permutation_handles_rejected_words_like_randbelow():
+    # n = 4: bounds 4, 3, 2; 2^64 mod 3 = 1, so 2^64 - 1 is rejected when drawing below 3
+    words = [9, 2**64 - 1, 5, 2**64 - 1, 11, 6]
+    assert _ScriptedDrbg(words).permutation([1, 2, 3, 4]) == _reference_permutation(_ScriptedDrbg(words), [1, 2, 3, 4])
+    a, b = _ScriptedDrbg(words), _ScriptedDrbg(words)
+    a.permutation(list(range(4)))
+    _reference_permutation(b, list(range(4)))
+    assert a.randbytes(24) == b.randbytes(24)

@@ -221,6 +221,20 @@ def test_server_input_validation():
         srv.receive_masked([ids[1], ids[0]], masked[ids[1]])
 
 
+@pytest.mark.parametrize("make", [lambda cfg, ids, rnd: ClientCohort(cfg, rnd, ids, run_id="r"),
+                                  lambda cfg, ids, rnd: SecAggServer(cfg, rnd, ids, dim=3, run_id="r")])
+def test_both_ends_check_user_ids_and_round_alike(make):
+    cfg = SecAggConfig(threshold=2)
+    with pytest.raises(SecAggError, match=r"duplicates \[3\]"):
+        make(cfg, [1, 3, 3], 1)
+    with pytest.raises(SecAggError, match=r"user ids \[-1\] are outside"):
+        make(cfg, [-1, 2, 4], 1)
+    with pytest.raises(SecAggError, match="round_id=-2"):
+        make(cfg, [1, 2, 4], -2)
+    party = make(cfg, [4, 1, 2], 7)
+    assert party.round_id == 7 and party.run_id == b"r"
+
+
 def test_client_rejects_float_inputs():
     cfg, ids, srv, coh = _setup()
     roster = srv.advertise(coh.advertise_keys())

@@ -17,6 +17,7 @@ from secure_agg import (
     pack_weighted,
     quantize,
     quantize_rows,
+    quantize_sum_rows,
     unpack_weighted,
     weighted_mean,
 )
@@ -140,11 +141,28 @@ def test_quantize_rows_equals_packed_quantize():
         quantize_rows(vals, w[:3], cfg, rng)
 
 
+@settings(max_examples=20, deadline=None)
+@given(rows=st.integers(1, 6), d=st.integers(1, 70_000), seed=st.integers(0, 2**32 - 1))
+def test_quantize_sum_rows_equals_sum_of_quantize_rows(rows, d, seed):
+    cfg = QuantizationConfig(clip_bound=1.0, noise_std=0.1, n_max=500).validate()
+    rng = np.random.default_rng(seed)
+    vals = rng.normal(0, 0.5, (rows, d)).astype(np.float32)  # some beyond r = 1.6: clipped, counted
+    w = rng.uniform(0, 1, rows)
+    q, n = quantize_rows(vals, w, cfg, np.random.default_rng(seed + 1))
+    acc = rng.integers(0, 2**32, d + 1, dtype=np.uint32)  # any start value: the adds are mod 2^32
+    want = acc + q.sum(0, dtype=np.uint32)
+    assert quantize_sum_rows(vals, w, cfg, np.random.default_rng(seed + 1), acc) == n
+    np.testing.assert_array_equal(acc, want)
+    with pytest.raises(QuantizationError, match="accumulator"):
+        quantize_sum_rows(vals, w, cfg, rng, np.zeros(d, np.uint32))
+
+
 def test_quantize_refuses_nan_and_bad_weights():
     cfg = QuantizationConfig(clip_bound=1.0)
     rng = np.random.default_rng(0)
-    with pytest.raises(QuantizationError, match="NaN"):
-        quantize(np.array([0.0, np.nan]), cfg, rng)
+    for bad in (np.nan, np.inf, -np.inf):
+        with pytest.raises(QuantizationError, match="NaN"):
+            quantize(np.array([0.0, bad]), cfg, rng)
     with pytest.raises(QuantizationError, match="weights"):
         quantize(pack_weighted(np.zeros((2, 3)), np.array([0.5, 1.5])), cfg, rng, weighted=True)
 

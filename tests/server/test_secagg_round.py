@@ -12,8 +12,8 @@ from flwr.app import ConfigRecord, Message
 from client.app import app
 from client.secagg import quantization_config
 from configs.store import compose_config
+from experiments.inprocess import InProcessGrid
 from server.app import build_loop
-from tests.server.inproc_grid import InProcessGrid
 
 BASE = ["data=synthetic", "data.users=40", "data.items=200", "data.mean_interactions=15",
         "simulation.rounds=3", "simulation.eval_every=0", "simulation.nodes=2", "overwrite=true"]  # fmt: skip
@@ -22,7 +22,7 @@ BASE = ["data=synthetic", "data.users=40", "data.items=200", "data.mean_interact
 def _loop(tmp_path, name: str, *extra: str, intercept=None):
     cfg = compose_config([*BASE, f"runs_dir={tmp_path}", f"name={name}", *extra])
     loop = build_loop(cfg)
-    grid = InProcessGrid(app, 2, intercept)
+    grid = InProcessGrid(2, app, intercept)
     loop.discover(grid)
     return cfg, loop, grid
 
@@ -166,7 +166,7 @@ class _NodeDiesAt:
 def _four_nodes(tmp_path, name: str, intercept, *extra: str):
     cfg = compose_config([*BASE, f"runs_dir={tmp_path}", f"name={name}", "simulation.nodes=4", *extra])
     loop = build_loop(cfg)
-    grid = InProcessGrid(app, 4, intercept)
+    grid = InProcessGrid(4, app, intercept)
     loop.discover(grid)
     return loop, grid
 
