@@ -80,7 +80,12 @@ def parse_weighting(spec: str) -> tuple[float, float] | None:
 def train_matrix(split: Split) -> sp.csr_matrix:
     """Binary user x item CSR of the train split, shape (U, I), float32."""
     data = np.ones(len(split.train_items), np.float32)
-    m = sp.csr_matrix((data, split.train_items, split.train_indptr), shape=(split.n_users, split.n_items))
+    # copies: scipy would otherwise share the split's arrays as the CSR's indices, and sum_duplicates
+    # sorts them in place, which reorders split.train_items within each user away from its ratings and
+    # timestamps (every later reader of the split, e.g. recency weights and trending, then sees them
+    # misaligned)
+    m = sp.csr_matrix((data, split.train_items.copy(), split.train_indptr.copy()),
+                      shape=(split.n_users, split.n_items))  # fmt: skip
     m.sum_duplicates()
     m.data[:] = 1.0
     return m

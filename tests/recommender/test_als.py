@@ -112,3 +112,18 @@ def test_refit_keeps_the_tuned_weighting(data, tmp_path):
     assert {k: als.params[k] for k in tuned} == tuned
     direct = CollaborativeALS(dataclasses.replace(cfg.als, tune=False, **tuned), seed=cfg.seed).fit(split)
     np.testing.assert_allclose(als.item_factors, direct.item_factors, atol=1e-5)
+
+
+def test_train_matrix_leaves_the_split_untouched():
+    from recommender.als import train_matrix
+    from recommender.data import generate_synthetic, leave_one_out
+
+    split = leave_one_out(generate_synthetic(n_users=20, n_items=200, mean_interactions=15, min_interactions=6,
+                                             seed=2), n_negatives=5)  # fmt: skip
+    # chronological order within a user is not item order, so an in-place sort would show
+    assert any((np.diff(split.train_of(u)) < 0).any() for u in range(split.n_users))
+    items, indptr = split.train_items.copy(), split.train_indptr.copy()
+    m = train_matrix(split)
+    np.testing.assert_array_equal(split.train_items, items)
+    np.testing.assert_array_equal(split.train_indptr, indptr)
+    assert m.nnz == len(np.unique(np.stack([np.repeat(np.arange(20), np.diff(indptr)), items]), axis=1)[0])
