@@ -401,7 +401,7 @@ def run_benchmark(quick: bool = False, with_round: bool = True, progress=None, r
     from cryptography.hazmat.primitives.asymmetric import rsa
 
     from secure_agg import SecAggConfig, measure_rates
-    from secure_agg.floor import MachineRates, floor_breakdown
+    from secure_agg.floor import MachineRates, fastest_rates, floor_breakdown
 
     spec = QUICK if quick else FULL
     d = spec.get("d") or neumf_dim()
@@ -431,9 +431,7 @@ def run_benchmark(quick: bool = False, with_round: bool = True, progress=None, r
             res["results"].append(row)
     if res["results"]:
         samples.append(sample_rates())
-    # Other jobs on a shared machine only slow a primitive down: the fastest of the measurements
-    # before and after the grid is the closest to this machine's own rate (and keeps the floor low).
-    best = {name: max(smp[name] for smp in samples) for name in samples[0]}
+    best = fastest_rates(samples)  # of the measurements before and after the grid
     res["rates"], res["rate_samples"] = best, samples
     rates = MachineRates(best["aes_ctr_bytes_per_s"], best["x25519_per_s"])
     for row in res["results"]:

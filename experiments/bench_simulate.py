@@ -61,15 +61,13 @@ def sa_dp_rates(population: int, per_round: int, extra: list[str]):
 
 
 def sa_dp_floor(population: int, per_round: int, nodes: int, extra: list[str], rates: list) -> dict[str, Any]:
-    """The per-round floor of the SA + DP cell from the fastest of the rates measured around its runs.
-
-    Other jobs on a shared machine only slow a primitive down, so the fastest measurement of each
-    is the one closest to the machine's own rate (and keeps the floor a lower bound).
-    """
+    """The per-round floor of the SA + DP cell from the fastest of the rates measured around its runs
+    (``secure_agg.floor.fastest_rates``)."""
     from experiments.sadp_floor import PipelineRates, sadp_floor
+    from secure_agg.floor import fastest_rates
 
     d, k = _sa_dp_d(population, per_round, extra)
-    best = PipelineRates(**{f: max(getattr(r, f) for r in rates) for f in PipelineRates.__dataclass_fields__})
+    best = PipelineRates(**fastest_rates([r.as_dict() for r in rates]))
     floor = sadp_floor(per_round, d, k, nodes, best, os.cpu_count() or 1)
     return {"rates": best.as_dict(), "rate_samples": [r.as_dict() for r in rates], **floor}
 

@@ -25,25 +25,21 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
 from secure_agg.config import graph_degree
-from secure_agg.floor import measure_rates
+from secure_agg.floor import MachineRates, measure_rates
 
 
 @dataclass(frozen=True)
-class PipelineRates:
-    """Measured single-core rates (CPU time) of the primitives a secure + DP round cannot avoid."""
+class PipelineRates(MachineRates):
+    """Measured single-core rates (CPU time) of the primitives a secure + DP round cannot avoid:
+    the secure-aggregation ones of :class:`secure_agg.floor.MachineRates` plus DP's."""
 
-    aes_ctr_bytes_per_s: float
-    x25519_per_s: float
     gaussians_per_s: float
     rounding_words_per_s: float
-
-    def as_dict(self) -> dict[str, float]:
-        return asdict(self)
 
 
 def measure_pipeline_rates(
@@ -51,10 +47,12 @@ def measure_pipeline_rates(
 ) -> PipelineRates:
     """Time the four primitives for about ``seconds`` in total (single thread).
 
-    Gaussians are drawn into a reused float32 buffer of 16 rows of d (the pipeline's block), the
-    rounding words with ``numpy.random.default_rng().bit_generator.random_raw``.
+    Gaussians are drawn into a reused float32 buffer of ``client.pipeline.BLOCK_USERS`` rows of d
+    (the pipeline's block), the rounding words with ``numpy.random.default_rng().bit_generator.random_raw``.
     """
     import torch
+
+    from client.pipeline import BLOCK_USERS
 
     crypto = measure_rates(seconds / 2, d, clock=clock)
     budget = seconds / 4
@@ -62,7 +60,7 @@ def measure_pipeline_rates(
     torch.set_num_threads(1)
     try:
         gen = torch.Generator().manual_seed(0)
-        buf = torch.empty(16, d, dtype=torch.float32)
+        buf = torch.empty(BLOCK_USERS, d, dtype=torch.float32)
         n, t0 = 0, clock()
         while clock() - t0 < budget or n == 0:
             buf.normal_(generator=gen)

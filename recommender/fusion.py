@@ -289,15 +289,15 @@ class FusionLearnConfig:
     ----------
     methods : list[str]
         Fusion methods tried (``rrf``, ``combsum``); for each, the weights are learned by coordinate
-        ascent from the default weights, and the (method, k, weights) with the best validation
-        NDCG@10 is kept and served.
+        ascent (from each of ``starts``), and the (method, k, weights) with the best validation
+        objective (NDCG@``metric_k``) is kept and served.
     rrf_k : list[int]
         RRF constants tried with ``rrf`` (a smaller k is more top-heavy); empty = only ``rrf_k``.
     grid : list[float]
         Multiplicative steps of the coordinate ascent.
     starts : list[str]
         Starting points of the coordinate ascent (:func:`start_weights`); it is run from each and
-        the weights with the best validation NDCG@10 are kept (the first of equals). Coordinate
+        the weights with the best validation objective are kept (the first of equals). Coordinate
         ascent from one start stops in a local optimum that depends on the start.
     sweeps : int
     min_gain : float

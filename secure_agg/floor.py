@@ -27,6 +27,15 @@ class MachineRates:
         return asdict(self)
 
 
+def fastest_rates(samples: list[dict[str, float]]) -> dict[str, float]:
+    """Per primitive, the fastest of several rate measurements (each a ``{name: rate}`` dict).
+
+    Other jobs on a shared machine only slow a primitive down, so the fastest measurement is the
+    one closest to this machine's own rate (and keeps a floor built from it a lower bound).
+    """
+    return {name: max(smp[name] for smp in samples) for name in samples[0]}
+
+
 def measure_rates(
     seconds: float = 0.5, d: int = 170_000, clock: Callable[[], float] = time.perf_counter
 ) -> MachineRates:
