@@ -9,7 +9,7 @@ import numpy as np
 
 from configs.schema import FedrecConfig, from_yaml
 from recommender.config import DataConfig
-from recommender.data import Split, leave_one_out, load_dataset, partition_users
+from recommender.data import Split, leave_one_out, load_dataset, partition_users, split_for_fitting
 
 
 @functools.lru_cache(maxsize=4)
@@ -23,20 +23,23 @@ def run_config(text: str) -> FedrecConfig:
 
 
 @functools.lru_cache(maxsize=2)
-def _split(name: str, cache: str | None, users: int, items: int, mean: float, exact: int, seed: int) -> Split:
+def _split(name: str, cache: str | None, users: int, items: int, mean: float, exact: int, seed: int,
+           fit_on: str) -> Split:  # fmt: skip
     ds = load_dataset(name, cache=cache, seed=seed, n_users=users, n_items=items, mean_interactions=mean,
                       exact_interactions=exact) if name == "synthetic" else load_dataset(name, cache=cache)  # fmt: skip
-    return leave_one_out(ds, seed=seed)
+    return split_for_fitting(leave_one_out(ds, seed=seed), fit_on)
 
 
 def local_split(data: DataConfig) -> Split:
     """The leave-one-out split of the configured population (loaded once per process).
 
+    With ``data.fit_on=trainval`` each user's validation interaction is part of the train rows.
+
     In simulation every node process loads the population and then touches only its own users'
     rows; on a device the same call loads the device's own user(s).
     """
     return _split(data.name, data.cache, data.users, data.items, data.mean_interactions,
-                  data.exact_interactions, data.seed)  # fmt: skip
+                  data.exact_interactions, data.seed, data.fit_on)  # fmt: skip
 
 
 def node_users(node_config: dict, population: int) -> np.ndarray:

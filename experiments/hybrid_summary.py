@@ -21,7 +21,7 @@ def _row(r: dict) -> dict[str, float]:
             "ild@10": m["ild@10"]}  # fmt: skip
 
 
-def summarize(results: list[dict]) -> dict:
+def summarize(results: list[dict], target_pct: float = 5.0) -> dict:
     """Mean and sample sd over seeds of every list's test metrics, plus a per-seed digest.
 
     Parameters
@@ -56,8 +56,36 @@ def summarize(results: list[dict]) -> dict:
                          "fusion_learned": {k: v for k, v in r.get("fusion_learned", {"method": "rrf"}).items()
                                             if k != "weights"}})  # fmt: skip
     margins = [p["fused_vs_best_single_pct"] for p in per_seed]
-    return {"lists": lists, "per_seed": per_seed,
-            "fused_vs_best_single_pct": dict(zip(("mean", "sd"), mean_sd(margins), strict=True))}
+    out = {"lists": lists, "per_seed": per_seed,
+           "fused_vs_best_single_pct": dict(zip(("mean", "sd"), mean_sd(margins), strict=True))}
+    if all("per_user_ndcg@10" in r["test"]["fused_learned"] for r in results):
+        out["fused_vs_best_single_pooled"] = pooled_gain(results, target_pct)
+    return out
+
+
+def pooled_gain(results: list[dict], target_pct: float = 5.0) -> dict:
+    """Fused vs each seed's best single strategy over all seeds, with a bootstrap over test users.
+
+    The seeds share one leave-one-out test split, so their test-item noise is shared: the sd over
+    seeds does not show it. Resampling the test users (the same users for every seed and both
+    lists, :func:`recommender.metrics.paired_bootstrap_gain`) does.
+
+    Returns
+    -------
+    dict
+        ``gain_pct`` (sum over seeds and users of fused NDCG@10 / the same for the best singles,
+        minus 1), the 95% interval ``low_pct`` / ``high_pct``, and ``share_at_least_target``: the
+        share of resamples whose gain reaches ``target_pct``.
+    """
+    import numpy as np
+
+    from recommender.metrics import paired_bootstrap_gain
+
+    fused = np.array([r["test"]["fused_learned"]["per_user_ndcg@10"] for r in results])
+    best = np.array([r["test"][r["best_single"]]["per_user_ndcg@10"] for r in results])
+    g = paired_bootstrap_gain(fused, best)
+    boot = g.pop("boot_pct")
+    return {**g, "target_pct": target_pct, "share_at_least_target": float((boot >= target_pct).mean())}
 
 
 def cmd_summarize(args: argparse.Namespace) -> int:
@@ -89,7 +117,13 @@ def cmd_summarize(args: argparse.Namespace) -> int:
                   " ".join(f"{k} {v:.2f}" for k, v in s["weights_learned"].items()))  # fmt: skip
     console.print(p)
     mg = res["fused_vs_best_single_pct"]
-    console.print(f"fused (learned) vs best single strategy: {mg['mean']:+.1f}% ± {mg['sd']:.1f} NDCG@10")
+    console.print(f"fused (learned) vs best single strategy: {mg['mean']:+.1f}% ± {mg['sd']:.1f} NDCG@10 "
+                  "(mean ± sd of the per-seed margins)")
+    if "fused_vs_best_single_pooled" in res:
+        pg = res["fused_vs_best_single_pooled"]
+        console.print(f"pooled over seeds: {pg['gain_pct']:+.1f}%, 95% bootstrap interval over test users "
+                      f"[{pg['low_pct']:+.1f}%, {pg['high_pct']:+.1f}%]; {100 * pg['share_at_least_target']:.0f}% "
+                      f"of resamples reach {pg['target_pct']:+.0f}%")  # fmt: skip
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1))
         console.print(f"wrote {args.json}")

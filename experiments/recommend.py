@@ -69,17 +69,21 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    """``fedrec evaluate-recommender RUN_DIR [--json PATH] [--seed N]``."""
+    """``fedrec evaluate-recommender RUN_DIR [--test-run RUN_DIR2] [--json PATH] [--seed N]``."""
     from rich.console import Console
     from rich.table import Table
 
     from recommender.evaluate_hybrid import evaluate
+    from recommender.hybrid import RecommenderError
 
     console = Console(width=None if Console().is_terminal else 160)
     cfg = _config(args)
     ds, split = _load_data(args.run_dir)
     with console.status("evaluating") as st:
-        res = evaluate(args.run_dir, ds, split, cfg, progress=lambda m: st.update(m))
+        try:
+            res = evaluate(args.run_dir, ds, split, cfg, progress=lambda m: st.update(m), test_run_dir=args.test_run)
+        except RecommenderError as exc:
+            raise SystemExit(f"error: {exc}") from exc
     t = Table(title=f"Leave-one-out test, model v{res['model_version']}, seed {res['seed']}")
     for c in ("list", "full HR@10", "full NDCG@10", "sampled HR@10", "sampled NDCG@10", "coverage@10", "ILD@10"):
         t.add_column(c, justify="right" if c != "list" else "left")
@@ -101,8 +105,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                       f"from the {c['start']} start")  # fmt: skip
     console.print(f"learned on validation: {fl['method']} (k={fl['rrf_k']}) weights "
                   f"{ {k: round(v, 3) for k, v in fl['weights'].items()} }")  # fmt: skip
+    ci = res["fused_vs_best_single_ci"]
     console.print(f"best single strategy: {res['best_single']}; fused (learned) vs best single: "
-                  f"{res['fused_vs_best_single_pct']:+.1f}% NDCG@10")  # fmt: skip
+                  f"{res['fused_vs_best_single_pct']:+.1f}% NDCG@10, 95% bootstrap interval over test users "
+                  f"[{ci['low_pct']:+.1f}%, {ci['high_pct']:+.1f}%]")  # fmt: skip
     wpath = Path(args.run_dir) / "recommender" / "weights.json"
     wpath.parent.mkdir(parents=True, exist_ok=True)
     wpath.write_text(json.dumps(res["fusion_learned"], indent=1))
@@ -146,6 +152,8 @@ def add_commands(subparsers) -> None:
     p = subparsers.add_parser("evaluate-recommender", help="evaluate strategies and fusion on leave-one-out")
     _common(p)
     p.add_argument("--json", default=None, help="output JSON (default RUN_DIR/recommender/evaluation-seedN.json)")
+    p.add_argument("--test-run", default=None, metavar="RUN_DIR2",
+                   help="federated run of the same config with data.fit_on=trainval, used for the test phase")  # fmt: skip
     p.set_defaults(func=cmd_evaluate)
 
     p = subparsers.add_parser("recommender-reference-run",

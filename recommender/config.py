@@ -22,6 +22,11 @@ class DataConfig:
         If > 0, every synthetic user has exactly this many interactions (benchmark workloads).
     seed : int
         Seed of the synthetic generator and of the evaluation negatives.
+    fit_on : {"train", "trainval"}
+        What the clients train on: the leave-one-out train items (default; the validation item
+        stays held out for tuning), or train + validation, for the test phase of
+        ``fedrec evaluate-recommender --test-run`` (the hybrid's other strategies are rebuilt on
+        train + validation there too). The test item is never trained on.
     """
 
     name: str = "ml-100k"
@@ -31,10 +36,13 @@ class DataConfig:
     mean_interactions: float = 106.0
     exact_interactions: int = 0
     seed: int = 0
+    fit_on: str = "train"
 
     def validate(self) -> None:
         if self.name not in ("ml-100k", "synthetic"):
             raise ValueError(f"data.name={self.name!r}: choose ml-100k or synthetic")
+        if self.fit_on not in ("train", "trainval"):
+            raise ValueError(f"data.fit_on={self.fit_on!r}: choose train or trainval")
         if self.name == "synthetic" and (self.users < 2 or self.items < 200):
             raise ValueError(f"data.users={self.users} must be >= 2 and data.items={self.items} >= 200")
 

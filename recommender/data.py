@@ -19,7 +19,7 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -437,6 +437,8 @@ class Split:
         and evaluation negatives are drawn outside it.
     eval_negatives : np.ndarray[int32], shape (n_users, 99)
         Seeded evaluation negatives, never interacted by the user.
+    val_rating, val_timestamp : np.ndarray, shape (n_users,)
+        Rating and time of each validation interaction (:func:`with_val_in_train` appends them).
     """
 
     n_users: int
@@ -450,6 +452,8 @@ class Split:
     seen_indptr: np.ndarray
     seen_items: np.ndarray
     eval_negatives: np.ndarray = field(repr=False)
+    val_rating: np.ndarray | None = field(default=None, repr=False)
+    val_timestamp: np.ndarray | None = field(default=None, repr=False)
 
     def train_of(self, u: int) -> np.ndarray:
         return self.train_items[self.train_indptr[u] : self.train_indptr[u + 1]]
@@ -497,10 +501,43 @@ def leave_one_out(ds: Dataset, n_negatives: int = N_EVAL_NEGATIVES, seed: int = 
         val_item=ds.items[val_pos].astype(np.int32), test_item=ds.items[test_pos].astype(np.int32),
         seen_indptr=seen_indptr, seen_items=ds.items[seen_order].astype(np.int32),
         eval_negatives=np.empty((n_u, 0), np.int32),
+        val_rating=ds.ratings[val_pos], val_timestamp=ds.timestamps[val_pos],
     )  # fmt: skip
     split.eval_negatives = sample_negatives(split, np.arange(n_u), n_negatives,
                                             np.random.default_rng(seed))  # fmt: skip
     return split
+
+
+FIT_ON = ("train", "trainval")
+
+
+def with_val_in_train(split: Split) -> Split:
+    """The split with each user's validation interaction (item, rating, time) appended to its train row.
+
+    What a model fitted for the test item may learn from: the test-time rebuild of the hybrid
+    recommender's strategies and a federated run with ``data.fit_on=trainval``. Validation, test
+    item and negatives are unchanged (the test ranking still excludes train + validation).
+    """
+    if split.val_rating is None or split.val_timestamp is None:
+        raise DataError("with_val_in_train needs the split's validation ratings and times (leave_one_out sets them)")
+    counts = np.diff(split.train_indptr)
+    ins = split.train_indptr[1:]  # the end of each row: validation is later than every train item
+    return replace(
+        split,
+        train_items=np.insert(split.train_items, ins, split.val_item).astype(np.int32),
+        train_ratings=np.insert(split.train_ratings, ins, split.val_rating),
+        train_timestamps=np.insert(split.train_timestamps, ins, split.val_timestamp),
+        train_indptr=np.concatenate([[0], np.cumsum(counts + 1)]).astype(np.int64),
+    )
+
+
+def split_for_fitting(split: Split, fit_on: str = "train") -> Split:
+    """The interactions a model is fitted on: ``train`` (the split itself) or ``trainval``."""
+    if fit_on == "train":
+        return split
+    if fit_on == "trainval":
+        return with_val_in_train(split)
+    raise ValueError(f"fit_on={fit_on!r}: choose one of {list(FIT_ON)}")
 
 
 def sample_negatives(

@@ -4,6 +4,12 @@ Protocol: strategies are built on the train split and scored against the validat
 tuned and the fusion weights are learned there); then rebuilt on train + validation with the tuned
 ALS hyper-parameters and scored against the test item, excluding train + validation from the
 ranking (full ranking over the whole catalogue) and against the 99 sampled negatives.
+
+The federated NeuMF is not rebuilt here (it is trained by the clients): for the test phase pass
+``test_run_dir``, a federated run of the same configuration with ``data.fit_on=trainval``, so that
+every strategy has seen the validation interactions at test time; without it the test phase uses
+the train-only global model and the NeuMF (and the federated item embeddings inside the content
+and GNN strategies) is one interaction per user behind the rest.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recommender.data import Dataset, Split
+from recommender.data import Dataset, Split, with_val_in_train
 from recommender.fusion import (
     combsum_fuse,
     fuse_scores,
@@ -24,8 +30,16 @@ from recommender.fusion import (
     standardize,
     start_weights,
 )
-from recommender.hybrid import HybridConfig, HybridRecommender, Request, with_val_in_train
-from recommender.metrics import full_ranking_report, full_ranks, rank_metrics, sampled_report, top_k
+from recommender.hybrid import HybridConfig, HybridRecommender, RecommenderError, Request
+from recommender.metrics import (
+    full_ranking_report,
+    full_ranks,
+    ndcg_per_user,
+    paired_bootstrap_gain,
+    rank_metrics,
+    sampled_report,
+    top_k,
+)
 from recommender.mmr import intra_list_diversity, jaccard_matrix, mmr
 from recommender.trust_items import apply_trust
 
@@ -78,7 +92,9 @@ def _report(scores: np.ndarray, target: np.ndarray, exclude: np.ndarray, negativ
     full = full_ranking_report(scores, target, exclude, K, seed)
     samp = sampled_report(scores[u, target], scores[u[:, None], negatives], K, seed)
     lists = top_k(scores, K, exclude, seed)
-    return {"full": full, "sampled": samp, "ild@10": intra_list_diversity(lists, genres)}
+    per_user = ndcg_per_user(full_ranks(scores, target, exclude, seed), K)
+    return {"full": full, "sampled": samp, "ild@10": intra_list_diversity(lists, genres),
+            "per_user_ndcg@10": [round(float(x), 6) for x in per_user]}  # fmt: skip
 
 
 def _mmr_lists(rel: np.ndarray, genres: np.ndarray, pool: int, lam: float) -> np.ndarray:
@@ -147,10 +163,42 @@ def search_fusion(scores: dict[str, np.ndarray], ranks: dict[str, np.ndarray], e
     return out
 
 
+def fitted_on(run_dir: str | Path) -> str:
+    """What the run's latest global model was trained on: ``train`` or ``trainval`` (``data.fit_on``)."""
+    from recommender.model_store import load_version
+
+    return str((load_version(run_dir).meta.get("data") or {}).get("fit_on", "train"))
+
+
+def check_runs(run_dir: str | Path, test_run_dir: str | Path | None) -> None:
+    """Refuse a phase-1 model that saw the validation item, or a test-phase model that did not."""
+    if fitted_on(run_dir) != "train":
+        raise RecommenderError(f"{run_dir}: its global model was trained with data.fit_on={fitted_on(run_dir)}, so it "
+                         "has seen the validation item the fusion is learned on; pass a train-only run as "
+                         "RUN_DIR and this one as --test-run")  # fmt: skip
+    if test_run_dir is not None and fitted_on(test_run_dir) != "trainval":
+        raise RecommenderError(f"--test-run {test_run_dir}: its global model was trained with "
+                         f"data.fit_on={fitted_on(test_run_dir)}; the test phase needs one trained on train + "
+                         "validation (fedrec simulate data.fit_on=trainval)")  # fmt: skip
+
+
 def evaluate(run_dir: str | Path, ds: Dataset, split: Split, cfg: HybridConfig | None = None,
-             progress=None) -> dict:  # fmt: skip
-    """Evaluate all strategies and fused variants; returns a JSON-ready dict."""
+             progress=None, test_run_dir: str | Path | None = None) -> dict:  # fmt: skip
+    """Evaluate all strategies and fused variants; returns a JSON-ready dict.
+
+    Parameters
+    ----------
+    run_dir : path
+        Federated run trained on the train split (``data.fit_on=train``): the validation phase.
+    ds, split : Dataset, Split
+    cfg : HybridConfig, optional
+    progress : callable(str), optional
+    test_run_dir : path, optional
+        Federated run of the same configuration trained on train + validation, used for the test
+        phase (module docstring); default ``run_dir``.
+    """
     cfg = cfg or HybridConfig()
+    check_runs(run_dir, test_run_dir)
     say = progress or (lambda m: log.info("%s", m))
     t0 = time.perf_counter()
     val_t, test_t = target_times(ds)
@@ -186,7 +234,8 @@ def evaluate(run_dir: str | Path, ds: Dataset, split: Split, cfg: HybridConfig |
 
     say("phase 2: rebuild on train+validation, score the test item")
     sp_t = with_val_in_train(split)
-    rec_t = HybridRecommender.build(run_dir, ds, sp_t, cfg, tag="trainval", als_params=als_params, progress=say)
+    rec_t = HybridRecommender.build(test_run_dir or run_dir, ds, sp_t, cfg, tag="trainval", als_params=als_params,
+                                    progress=say)  # fmt: skip
     sc_t = score_matrices(rec_t, test_t)
     ex_t = history_exclude(sp_t)
     sc_t_fused = {n: sc_t[n] for n in names}
@@ -212,10 +261,14 @@ def evaluate(run_dir: str | Path, ds: Dataset, split: Split, cfg: HybridConfig |
     best_single = max(names, key=lambda n: results[n]["full"][f"ndcg@{K}"])
     b = results[best_single]["full"][f"ndcg@{K}"]
     f_l = results["fused_learned"]["full"][f"ndcg@{K}"]
+    ci = paired_bootstrap_gain(np.array(results["fused_learned"]["per_user_ndcg@10"]),
+                               np.array(results[best_single]["per_user_ndcg@10"]), seed=cfg.seed)  # fmt: skip
     return {
         "protocol": "leave-one-out; tune on validation (models on train), test with models on train+val; "
                     "full ranking excludes train+val; sampled = test item vs 99 negatives",
         "model_version": rec_t.model.version,
+        "test_phase_model": {"run_dir": str(test_run_dir or run_dir),
+                             "fit_on": fitted_on(test_run_dir or run_dir)},
         "model_meta": {k: v for k, v in rec_t.model.meta.items() if k in ("round", "source", "data", "epsilon")},
         "seed": cfg.seed,
         "als_params": als_params,
@@ -230,6 +283,7 @@ def evaluate(run_dir: str | Path, ds: Dataset, split: Split, cfg: HybridConfig |
         "test": results,
         "best_single": best_single,
         "fused_vs_best_single_pct": 100.0 * (f_l / b - 1.0) if b > 0 else None,
+        "fused_vs_best_single_ci": {k: v for k, v in ci.items() if k != "boot_pct"},
         "trust_dropped_items": int((rec_t.trust < cfg.trust.min_trust).sum()),
         "seconds": time.perf_counter() - t0,
     }

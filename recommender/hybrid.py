@@ -135,6 +135,14 @@ def _hash(obj: Any) -> str:
     return hashlib.sha1(blob).hexdigest()[:10]  # noqa: S324 (cache key, not security)
 
 
+def _interactions_digest(split: Split) -> str:
+    """Digest of the interactions artefacts are built from: a cache hit needs the same items, ratings and times."""
+    h = hashlib.sha1()  # noqa: S324 (cache key, not security)
+    for a in (split.train_indptr, split.train_items, split.train_ratings, split.train_timestamps):
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()[:10]
+
+
 @dataclass
 class Request:
     """One recommendation request.
@@ -179,22 +187,6 @@ class Recommendation:
     explanation: str
     explanation_kind: str
     ranks: dict[str, int]
-
-
-def with_val_in_train(split: Split) -> Split:
-    """The split with each user's validation item appended to the train history (for test time)."""
-    counts = np.diff(split.train_indptr)
-    n = split.n_users
-    ins = split.train_indptr[1:]  # append at the end of each row (val is later than train)
-    items = np.insert(split.train_items, ins, split.val_item)
-    last_r = np.ones(n, np.float32) * 4.0  # val rating unknown to the split: a neutral 4
-    ratings = np.insert(split.train_ratings, ins, last_r)
-    last_t = np.array([split.train_timestamps[split.train_indptr[u + 1] - 1] if counts[u] else 0
-                       for u in range(n)], np.int64)  # fmt: skip
-    times = np.insert(split.train_timestamps, ins, last_t)
-    return dataclasses.replace(split, train_items=items.astype(np.int32), train_ratings=ratings,
-                               train_timestamps=times,
-                               train_indptr=np.concatenate([[0], np.cumsum(counts + 1)]).astype(np.int64))  # fmt: skip
 
 
 class HybridRecommender:
@@ -253,7 +245,8 @@ class HybridRecommender:
                                    f"catalogue has {ds.n_items}: the run was trained on other data")  # fmt: skip
         cache_dir = Path(run_dir) / "recommender" / f"v{model.version:04d}"
         catalog = Catalog.from_split(ds, split)
-        key_base = {"tag": tag, "seed": cfg.seed, "n": int(len(split.train_items))}
+        key_base = {"tag": tag, "seed": cfg.seed, "n": int(len(split.train_items)),
+                    "interactions": _interactions_digest(split)}  # fmt: skip
 
         def cached(name: str, key: dict, make):
             path = cache_dir / f"{name}-{_hash({**key_base, **key})}.pt"

@@ -29,13 +29,10 @@ def _scorer(cfg: FedrecConfig, shape: NeuMFShape):
         return create_scorer("reputation", decay=t.decay, prior=t.prior, **ramp)
     ref_fn = None
     if t.reference == "root":
-        from recommender.data import leave_one_out, load_dataset
+        from client.node_data import local_split
         from strategies.root_reference import RootReference
 
-        d = cfg.data  # the server holds its own copy of the root users' data
-        kw = {"n_users": d.users, "n_items": d.items, "mean_interactions": d.mean_interactions,
-              "exact_interactions": d.exact_interactions} if d.name == "synthetic" else {}  # fmt: skip
-        split = leave_one_out(load_dataset(d.name, cache=d.cache, seed=d.seed, **kw), seed=d.seed)
+        split = local_split(cfg.data)  # the server holds its own copy of the root users' data
         users = np.sort(np.random.default_rng([cfg.seed, 61]).choice(split.n_users, t.root_users, replace=False))
         ref_fn = RootReference(split, users, shape, cfg.client, cfg.seed)
     return create_scorer("update", reference=t.reference, reference_fn=ref_fn, **ramp)

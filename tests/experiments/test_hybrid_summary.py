@@ -46,3 +46,18 @@ def test_cli_writes_json(tmp_path):
     assert cmd_summarize(Args) == 0
     out = json.loads((tmp_path / "summary.json").read_text())
     assert out["lists"]["fused_learned"]["full_ndcg@10"]["mean"] == pytest.approx(0.0785)
+
+
+def test_pooled_gain_over_seeds_with_per_user_ndcg():
+    """The pooled margin is total fused / total best-single NDCG over seeds and users; its interval brackets it."""
+    rs = [_result(0, 0.5, 0.5), _result(1, 0.5, 0.5)]
+    per_user = {0: ([1.0, 0.0, 0.5, 0.5], [0.5, 0.0, 0.5, 0.5]), 1: ([1.0, 0.5, 0.0, 0.5], [1.0, 0.0, 0.0, 0.5])}
+    for r in rs:
+        fused, best = per_user[r["seed"]]
+        r["test"]["fused_learned"]["per_user_ndcg@10"] = fused
+        r["test"]["collaborative"]["per_user_ndcg@10"] = best
+    pooled = summarize(rs)["fused_vs_best_single_pooled"]
+    assert pooled["gain_pct"] == pytest.approx(100 * (4.0 / 3.0 - 1))
+    assert pooled["low_pct"] <= pooled["gain_pct"] <= pooled["high_pct"]
+    assert 0.0 <= pooled["share_at_least_target"] <= 1.0
+    assert "fused_vs_best_single_pooled" not in summarize([_result(0, 0.07, 0.077)])  # older JSON: no per-user

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from recommender.data import generate_synthetic, leave_one_out
+from recommender.data import generate_synthetic, leave_one_out, with_val_in_train
 from recommender.explain import select_explanation
-from recommender.hybrid import HybridRecommender, load_config, with_val_in_train
+from recommender.hybrid import HybridRecommender, load_config
 from recommender.model_store import load_version
 from recommender.ncf import init_private, score_all_items, unflatten_shared
 from recommender.neumf_strategy import FoldInConfig, fold_in, make_reference_run
@@ -100,8 +100,15 @@ def test_fold_in_improves_held_out_scores(world):
 def test_with_val_in_train_appends_validation_item(world):
     _, split, _, _ = world
     sp2 = with_val_in_train(split)
+    ds = world[0]
     for u in (0, 5):
         np.testing.assert_array_equal(sp2.train_of(u), np.append(split.train_of(u), split.val_item[u]))
+        # the real rating and time of the validation interaction, looked up in the dataset
+        row = np.flatnonzero((ds.users == u) & (ds.items == split.val_item[u]))
+        last = sp2.train_indptr[u + 1] - 1
+        assert sp2.train_ratings[last] == ds.ratings[row[0]]
+        assert sp2.train_timestamps[last] == ds.timestamps[row[0]]
+    np.testing.assert_array_equal(sp2.test_item, split.test_item)
 
 
 def test_config_rejects_misspelled_key():
@@ -186,3 +193,49 @@ def test_fold_in_private_lr_reaches_the_trainer():
     # the fold-in trains only the private embedding: its step size must be the one configured
     assert FoldInConfig(private_lr=0.05).local().user_lr == 0.05
     assert FoldInConfig(optimizer="sgd", private_lr=2.0).local().user_lr == 2.0
+
+
+def test_evaluate_reports_per_user_ndcg_and_a_bootstrap_interval(world):
+    from recommender.evaluate_hybrid import evaluate
+
+    ds, split, run, _ = world
+    res = evaluate(run, ds, split, load_config("fast"))
+    for name in ("collaborative", "neumf", "gnn", "content", "context", "fused_learned"):
+        per_user = np.array(res["test"][name]["per_user_ndcg@10"])
+        assert per_user.shape == (split.n_users,)
+        assert per_user.mean() == pytest.approx(res["test"][name]["full"]["ndcg@10"], abs=1e-5)
+    ci = res["fused_vs_best_single_ci"]
+    assert ci["gain_pct"] == pytest.approx(res["fused_vs_best_single_pct"], abs=1e-3)
+    assert ci["low_pct"] <= ci["gain_pct"] <= ci["high_pct"]
+
+
+def test_evaluate_refuses_runs_fitted_on_the_wrong_interactions(world, tmp_path):
+    """Phase 1 must not use a model that saw the validation item; --test-run must be one that did."""
+    from recommender.evaluate_hybrid import check_runs
+    from recommender.hybrid import RecommenderError
+    from recommender.model_store import load_version, save_version
+
+    _, _, run, _ = world
+    mv = load_version(run)
+    trainval = tmp_path / "trainval"
+    save_version(trainval, 1, mv.shared, mv.shape, {**mv.meta, "data": {"name": "synthetic", "fit_on": "trainval"}})
+    check_runs(run, None)
+    check_runs(run, trainval)
+    with pytest.raises(RecommenderError, match="seen the validation item"):
+        check_runs(trainval, None)
+    with pytest.raises(RecommenderError, match="fit_on=train"):
+        check_runs(run, run)
+
+
+def test_local_split_fit_on_trainval_trains_on_the_validation_item():
+    from client.node_data import local_split
+    from recommender.config import DataConfig
+
+    base = DataConfig(name="synthetic", users=30, items=200, mean_interactions=12.0, seed=1)
+    sp = local_split(base)
+    sp_tv = local_split(DataConfig(**{**base.__dict__, "fit_on": "trainval"}))
+    for u in (0, 7):
+        np.testing.assert_array_equal(sp_tv.train_of(u), np.append(sp.train_of(u), sp.val_item[u]))
+    np.testing.assert_array_equal(sp_tv.test_item, sp.test_item)
+    with pytest.raises(ValueError, match="fit_on"):
+        DataConfig(fit_on="all").validate()
