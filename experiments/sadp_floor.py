@@ -53,12 +53,11 @@ def measure_pipeline_rates(
     import torch
 
     from client.pipeline import BLOCK_USERS
+    from recommender.torch_threads import torch_threads
 
     crypto = measure_rates(seconds / 2, d, clock=clock)
     budget = seconds / 4
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         gen = torch.Generator().manual_seed(0)
         buf = torch.empty(BLOCK_USERS, d, dtype=torch.float32)
         n, t0 = 0, clock()
@@ -66,8 +65,6 @@ def measure_pipeline_rates(
             buf.normal_(generator=gen)
             n += buf.numel()
         gauss = n / (clock() - t0)
-    finally:
-        torch.set_num_threads(threads)
     bits = np.random.default_rng(0).bit_generator
     n, t0 = 0, clock()
     while clock() - t0 < budget or n == 0:

@@ -223,6 +223,9 @@ def evaluate(run_dir: str | Path, ds: Dataset, split: Split, cfg: HybridConfig |
     for c in search:
         f = fuse_scores({n: sc_v[n] for n in names}, c["weights"], c["method"], ex_v, cfg.depth, c["rrf_k"])
         c["val_ndcg@10"] = rank_metrics(full_ranks(f, split.val_item, ex_v, cfg.seed), K)[f"ndcg@{K}"]
+        # the same fusion with the default weights: how the methods compare before any learning
+        f = fuse_scores({n: sc_v[n] for n in names}, default_w, c["method"], ex_v, cfg.depth, c["rrf_k"])
+        c["val_ndcg@10_default_weights"] = rank_metrics(full_ranks(f, split.val_item, ex_v, cfg.seed), K)[f"ndcg@{K}"]
     chosen = max(search, key=lambda c: c["val_objective"])  # the first of equals: the config's order
     learned_w = chosen["weights"]
     fused_default_v = fuse_scores({n: sc_v[n] for n in names}, default_w, cfg.fusion, ex_v, cfg.depth, cfg.rrf_k)

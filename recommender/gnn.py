@@ -26,6 +26,7 @@ from torch import nn
 
 from recommender.catalog import Catalog
 from recommender.data import Split
+from recommender.torch_threads import torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -279,12 +280,8 @@ def train_gnn(data, split: Split, cfg: GNNConfig, seed: int = 0, progress=None) 
     batch's positive edges are removed from the sampled graph. Runs on one torch thread (restored
     afterwards): the matrices are small, and a second thread only adds spin-waiting on a shared box.
     """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         return _train(data, split, cfg, seed, progress)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _train(data, split: Split, cfg: GNNConfig, seed: int, progress) -> tuple[AttnSAGE, dict]:

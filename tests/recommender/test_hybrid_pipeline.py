@@ -204,6 +204,9 @@ def test_evaluate_reports_per_user_ndcg_and_a_bootstrap_interval(world):
         per_user = np.array(res["test"][name]["per_user_ndcg@10"])
         assert per_user.shape == (split.n_users,)
         assert per_user.mean() == pytest.approx(res["test"][name]["full"]["ndcg@10"], abs=1e-5)
+    for cand in res["fusion_search"]:  # every candidate is also scored with the default weights
+        assert 0.0 <= cand["val_ndcg@10_default_weights"] <= 1.0
+    assert res["test_phase_model"] == {"run_dir": str(run), "fit_on": "train"}
     ci = res["fused_vs_best_single_ci"]
     assert ci["gain_pct"] == pytest.approx(res["fused_vs_best_single_pct"], abs=1e-3)
     assert ci["low_pct"] <= ci["gain_pct"] <= ci["high_pct"]
