@@ -50,8 +50,9 @@ class GNNConfig:
         Neighbours sampled per hop (design 25/15/10).
     steps, batch_size, negatives, lr, weight_decay : training (BPR with 4 negatives per positive).
         Each step costs about the same for 128 or 1,024 pairs (the 3-hop sampled subgraph of a
-        batch already covers much of the graph), so the default uses large batches: 200 x 1,024
-        pairs, about two epochs of the ML-100K train split.
+        batch already covers much of the graph), so the default uses large batches: 1,000 x 1,024
+        pairs, about ten epochs of the ML-100K train split (chosen on validation: 200 steps gave
+        validation NDCG@10 0.0512, 1,000 steps 0.0565 and 2,000 steps 0.0561, 3-seed means; README).
     user_ids : bool
         Add a learned per-user input embedding (transductive; request histories still work
         through the item embeddings).
@@ -71,7 +72,7 @@ class GNNConfig:
     dims: list[int] = field(default_factory=lambda: [32, 32, 32, 32])
     heads: list[int] = field(default_factory=lambda: [4, 2, 1])
     samples: list[int] = field(default_factory=lambda: [5, 5, 5])
-    steps: int = 200
+    steps: int = 1000
     batch_size: int = 1024
     negatives: int = 4
     lr: float = 0.01
