@@ -173,13 +173,13 @@ def fitted_on(run_dir: str | Path) -> str:
 def check_runs(run_dir: str | Path, test_run_dir: str | Path | None) -> None:
     """Refuse a phase-1 model that saw the validation item, or a test-phase model that did not."""
     if fitted_on(run_dir) != "train":
-        raise RecommenderError(f"{run_dir}: its global model was trained with data.fit_on={fitted_on(run_dir)}, so it "
-                         "has seen the validation item the fusion is learned on; pass a train-only run as "
-                         "RUN_DIR and this one as --test-run")  # fmt: skip
+        raise RecommenderError(f"{run_dir}: its global model was trained with data.fit_on={fitted_on(run_dir)}, "
+                               "so it has seen the validation item the fusion is learned on; pass a train-only "
+                               "run as RUN_DIR and this one as --test-run")  # fmt: skip
     if test_run_dir is not None and fitted_on(test_run_dir) != "trainval":
         raise RecommenderError(f"--test-run {test_run_dir}: its global model was trained with "
-                         f"data.fit_on={fitted_on(test_run_dir)}; the test phase needs one trained on train + "
-                         "validation (fedrec simulate data.fit_on=trainval)")  # fmt: skip
+                               f"data.fit_on={fitted_on(test_run_dir)}; the test phase needs one trained on "
+                               "train + validation (fedrec simulate data.fit_on=trainval)")  # fmt: skip
 
 
 def evaluate(run_dir: str | Path, ds: Dataset, split: Split, cfg: HybridConfig | None = None,
