@@ -51,7 +51,7 @@ def validate_foldin(run_dir: str, settings: list[dict[str, object]], seed: int =
 
     from experiments.recommend import _load_data
     from recommender.evaluate_hybrid import history_exclude
-    from recommender.metrics import full_ranks, rank_metrics
+    from recommender.metrics import full_ndcg
     from recommender.model_store import load_version
     from recommender.neumf_strategy import FoldInConfig, NeuMFStrategy
 
@@ -67,7 +67,7 @@ def validate_foldin(run_dir: str, settings: list[dict[str, object]], seed: int =
         st.precompute_users(split)
         precompute = time.process_time() - t0
         scores = st.score_users(np.arange(split.n_users))
-        ndcg = rank_metrics(full_ranks(scores, split.val_item, exclude, seed), 10)["ndcg@10"]
+        ndcg = full_ndcg(scores, split.val_item, exclude, 10, seed)
         ms = []
         for u in sample:
             t0 = time.process_time()

@@ -59,7 +59,7 @@ def cross_validate(run_dir: str, overrides: list[str], seed: int, metric_ks: lis
     )
     from recommender.fusion import fuse_scores, ranks_from_scores
     from recommender.hybrid import HybridRecommender, load_config
-    from recommender.metrics import full_ranks, rank_metrics
+    from recommender.metrics import full_ndcg
 
     cfg = load_config(None, [*overrides, f"seed={seed}"])
     ds, split = _load_data(run_dir)
@@ -71,7 +71,7 @@ def cross_validate(run_dir: str, overrides: list[str], seed: int, metric_ks: lis
     default_w = {n: cfg.weights.get(n, 0.0) for n in names}
 
     def ndcg(fused: np.ndarray, rows: np.ndarray, k: int) -> float:
-        return rank_metrics(full_ranks(fused, target[rows], exclude[rows], cfg.seed), k)[f"ndcg@{k}"]
+        return full_ndcg(fused, target[rows], exclude[rows], k, cfg.seed)
 
     settings = list(itertools.product(metric_ks, start_sets))
     gains: dict[str, list[float]] = {f"metric_k={k} starts={','.join(s)}": [] for k, s in settings}

@@ -12,7 +12,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from recommender.data import Split
-from recommender.metrics import full_ranks, rank_metrics
+from recommender.metrics import full_ndcg
 
 log = logging.getLogger(__name__)
 _BM25 = re.compile(r"^bm25\(\s*([0-9.eE+-]+)\s*,\s*([0-9.eE+-]+)\s*\)$")
@@ -188,7 +188,7 @@ class CollaborativeALS:
             for r in range(c.repeats):
                 m = model if r == 0 else self._fit_one(weighted[w], f, reg, a, self.seed + r)
                 scores = np.asarray(m.user_factors) @ np.asarray(m.item_factors).T
-                vals.append(rank_metrics(full_ranks(scores, split.val_item, exclude), 10)["ndcg@10"])
+                vals.append(full_ndcg(scores, split.val_item, exclude, 10))
             ndcg = float(np.mean(vals))
             self.tuning.append({"weighting": w, "factors": f, "regularization": reg, "alpha": a,
                                 "val_ndcg@10": ndcg, "val_ndcg@10_per_init": vals})  # fmt: skip

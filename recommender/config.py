@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+FIT_ON = ("train", "trainval")  # what federated clients may train on (``DataConfig.fit_on``)
+
 
 @dataclass
 class DataConfig:
@@ -41,8 +43,8 @@ class DataConfig:
     def validate(self) -> None:
         if self.name not in ("ml-100k", "synthetic"):
             raise ValueError(f"data.name={self.name!r}: choose ml-100k or synthetic")
-        if self.fit_on not in ("train", "trainval"):
-            raise ValueError(f"data.fit_on={self.fit_on!r}: choose train or trainval")
+        if self.fit_on not in FIT_ON:
+            raise ValueError(f"data.fit_on={self.fit_on!r}: choose one of {list(FIT_ON)}")
         if self.name == "synthetic" and (self.users < 2 or self.items < 200):
             raise ValueError(f"data.users={self.users} must be >= 2 and data.items={self.items} >= 200")
 

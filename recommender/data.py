@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from recommender.config import FIT_ON
+
 log = logging.getLogger(__name__)
 
 GENRES: tuple[str, ...] = (
@@ -506,9 +508,6 @@ def leave_one_out(ds: Dataset, n_negatives: int = N_EVAL_NEGATIVES, seed: int = 
     split.eval_negatives = sample_negatives(split, np.arange(n_u), n_negatives,
                                             np.random.default_rng(seed))  # fmt: skip
     return split
-
-
-FIT_ON = ("train", "trainval")
 
 
 def with_val_in_train(split: Split) -> Split:

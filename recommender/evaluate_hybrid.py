@@ -32,7 +32,8 @@ from recommender.fusion import (
 )
 from recommender.hybrid import HybridConfig, HybridRecommender, RecommenderError, Request
 from recommender.metrics import (
-    full_ranking_report,
+    full_ndcg,
+    full_ranking_metrics,
     full_ranks,
     ndcg_per_user,
     paired_bootstrap_gain,
@@ -89,12 +90,11 @@ def history_exclude(sp: Split) -> np.ndarray:
 def _report(scores: np.ndarray, target: np.ndarray, exclude: np.ndarray, negatives: np.ndarray,
             genres: np.ndarray, seed: int) -> dict:  # fmt: skip
     u = np.arange(len(target))
-    full = full_ranking_report(scores, target, exclude, K, seed)
+    ranks, lists = full_ranks(scores, target, exclude, seed), top_k(scores, K, exclude, seed)
     samp = sampled_report(scores[u, target], scores[u[:, None], negatives], K, seed)
-    lists = top_k(scores, K, exclude, seed)
-    per_user = ndcg_per_user(full_ranks(scores, target, exclude, seed), K)
-    return {"full": full, "sampled": samp, "ild@10": intra_list_diversity(lists, genres),
-            "per_user_ndcg@10": [round(float(x), 6) for x in per_user]}  # fmt: skip
+    return {"full": full_ranking_metrics(ranks, lists, scores.shape[1], K), "sampled": samp,
+            "ild@10": intra_list_diversity(lists, genres),
+            "per_user_ndcg@10": [round(float(x), 6) for x in ndcg_per_user(ranks, K)]}  # fmt: skip
 
 
 def _mmr_lists(rel: np.ndarray, genres: np.ndarray, pool: int, lam: float) -> np.ndarray:
@@ -163,23 +163,25 @@ def search_fusion(scores: dict[str, np.ndarray], ranks: dict[str, np.ndarray], e
     return out
 
 
-def fitted_on(run_dir: str | Path) -> str:
-    """What the run's latest global model was trained on: ``train`` or ``trainval`` (``data.fit_on``)."""
-    from recommender.model_store import load_version
-
-    return str((load_version(run_dir).meta.get("data") or {}).get("fit_on", "train"))
+def fitted_on(meta: dict) -> str:
+    """What a global model was trained on, from its registry meta: ``train`` or ``trainval`` (``data.fit_on``)."""
+    return str((meta.get("data") or {}).get("fit_on", "train"))
 
 
 def check_runs(run_dir: str | Path, test_run_dir: str | Path | None) -> None:
     """Refuse a phase-1 model that saw the validation item, or a test-phase model that did not."""
-    if fitted_on(run_dir) != "train":
-        raise RecommenderError(f"{run_dir}: its global model was trained with data.fit_on={fitted_on(run_dir)}, "
-                               "so it has seen the validation item the fusion is learned on; pass a train-only "
-                               "run as RUN_DIR and this one as --test-run")  # fmt: skip
-    if test_run_dir is not None and fitted_on(test_run_dir) != "trainval":
-        raise RecommenderError(f"--test-run {test_run_dir}: its global model was trained with "
-                               f"data.fit_on={fitted_on(test_run_dir)}; the test phase needs one trained on "
-                               "train + validation (fedrec simulate data.fit_on=trainval)")  # fmt: skip
+    from recommender.model_store import load_version
+
+    fit = fitted_on(load_version(run_dir).meta)
+    if fit != "train":
+        raise RecommenderError(f"{run_dir}: its global model was trained with data.fit_on={fit}, so it has seen "
+                               "the validation item the fusion is learned on; pass a train-only run as RUN_DIR "
+                               "and this one as --test-run")  # fmt: skip
+    fit = fitted_on(load_version(test_run_dir).meta) if test_run_dir is not None else "trainval"
+    if fit != "trainval":
+        raise RecommenderError(f"--test-run {test_run_dir}: its global model was trained with data.fit_on={fit}; "
+                               "the test phase needs one trained on train + validation "
+                               "(fedrec simulate data.fit_on=trainval)")  # fmt: skip
 
 
 def evaluate(run_dir: str | Path, ds: Dataset, split: Split, cfg: HybridConfig | None = None,
@@ -214,7 +216,7 @@ def evaluate(run_dir: str | Path, ds: Dataset, split: Split, cfg: HybridConfig |
     mk = cfg.learn.metric_k
 
     def val_objective(fused: np.ndarray) -> float:
-        return rank_metrics(full_ranks(fused, split.val_item, ex_v, cfg.seed), mk)[f"ndcg@{mk}"]
+        return full_ndcg(fused, split.val_item, ex_v, mk, cfg.seed)
 
     default_w = {n: cfg.weights.get(n, 0.0) for n in names}
     val_metrics = {n: rank_metrics(full_ranks(sc_v[n], split.val_item, ex_v, cfg.seed), K) for n in sc_v}
@@ -222,10 +224,10 @@ def evaluate(run_dir: str | Path, ds: Dataset, split: Split, cfg: HybridConfig |
     search = search_fusion({n: sc_v[n] for n in names}, ranks_v, ex_v, val_objective, default_w, cfg, single)
     for c in search:
         f = fuse_scores({n: sc_v[n] for n in names}, c["weights"], c["method"], ex_v, cfg.depth, c["rrf_k"])
-        c["val_ndcg@10"] = rank_metrics(full_ranks(f, split.val_item, ex_v, cfg.seed), K)[f"ndcg@{K}"]
+        c["val_ndcg@10"] = full_ndcg(f, split.val_item, ex_v, K, cfg.seed)
         # the same fusion with the default weights: how the methods compare before any learning
         f = fuse_scores({n: sc_v[n] for n in names}, default_w, c["method"], ex_v, cfg.depth, c["rrf_k"])
-        c["val_ndcg@10_default_weights"] = rank_metrics(full_ranks(f, split.val_item, ex_v, cfg.seed), K)[f"ndcg@{K}"]
+        c["val_ndcg@10_default_weights"] = full_ndcg(f, split.val_item, ex_v, K, cfg.seed)
     chosen = max(search, key=lambda c: c["val_objective"])  # the first of equals: the config's order
     learned_w = chosen["weights"]
     fused_default_v = fuse_scores({n: sc_v[n] for n in names}, default_w, cfg.fusion, ex_v, cfg.depth, cfg.rrf_k)
@@ -253,7 +255,7 @@ def evaluate(run_dir: str | Path, ds: Dataset, split: Split, cfg: HybridConfig |
         results[n] = _report(f, split.test_item, ex_t, neg, genres, cfg.seed)
     for c in search:  # for information only: the choice above was made on validation
         f = fuse_scores(sc_t_fused, c["weights"], c["method"], ex_t, cfg.depth, c["rrf_k"])
-        c["test_ndcg@10"] = rank_metrics(full_ranks(f, split.test_item, ex_t, cfg.seed), K)[f"ndcg@{K}"]
+        c["test_ndcg@10"] = full_ndcg(f, split.test_item, ex_t, K, cfg.seed)
     trusted = apply_trust(fused["fused_learned"], rec_t.trust, cfg.trust)
     trusted[ex_t] = -np.inf
     results["fused_learned+trust"] = _report(np.where(np.isfinite(trusted), trusted, -1.0),
@@ -270,8 +272,7 @@ def evaluate(run_dir: str | Path, ds: Dataset, split: Split, cfg: HybridConfig |
         "protocol": "leave-one-out; tune on validation (models on train), test with models on train+val; "
                     "full ranking excludes train+val; sampled = test item vs 99 negatives",
         "model_version": rec_t.model.version,
-        "test_phase_model": {"run_dir": str(test_run_dir or run_dir),
-                             "fit_on": fitted_on(test_run_dir or run_dir)},
+        "test_phase_model": {"run_dir": str(test_run_dir or run_dir), "fit_on": fitted_on(rec_t.model.meta)},
         "model_meta": {k: v for k, v in rec_t.model.meta.items() if k in ("round", "source", "data", "epsilon")},
         "seed": cfg.seed,
         "als_params": als_params,

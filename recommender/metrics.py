@@ -70,16 +70,25 @@ def top_k(scores: np.ndarray, k: int, exclude: np.ndarray | None = None, seed: i
     return np.lexsort((key, -s), axis=1)[:, :k]
 
 
+def full_ndcg(scores: np.ndarray, target: np.ndarray, exclude: np.ndarray, k: int = 10, seed: int = 0) -> float:
+    """Mean NDCG@K of ``target`` under full ranking (every item not in ``exclude``), ties seeded."""
+    return float(ndcg_per_user(full_ranks(scores, target, exclude, seed), k).mean())
+
+
 def full_ranking_report(scores: np.ndarray, target: np.ndarray, exclude: np.ndarray, k: int = 10,
                         seed: int = 0) -> dict[str, float]:  # fmt: skip
     """HR/NDCG/Precision/Recall/coverage@K on full ranking (one held-out item per user)."""
-    ranks = full_ranks(scores, target, exclude, seed)
+    return full_ranking_metrics(full_ranks(scores, target, exclude, seed), top_k(scores, k, exclude, seed),
+                                scores.shape[1], k)  # fmt: skip
+
+
+def full_ranking_metrics(ranks: np.ndarray, tops: np.ndarray, n_items: int, k: int = 10) -> dict[str, float]:
+    """:func:`full_ranking_report` from already computed :func:`full_ranks` and :func:`top_k` lists."""
     out = rank_metrics(ranks, k)
     hit = ranks < k
     out[f"precision@{k}"] = float(hit.mean() / k)
     out[f"recall@{k}"] = float(hit.mean())
-    tops = top_k(scores, k, exclude, seed)
-    out[f"coverage@{k}"] = float(len(np.unique(tops)) / scores.shape[1])
+    out[f"coverage@{k}"] = float(len(np.unique(tops)) / n_items)
     return out
 
 
