@@ -2,14 +2,16 @@
 
 delta -> clip to C -> weight by w_u -> add Gaussian noise -> (secure aggregation: quantise, mask)
 -> contribution. Each step is a pure function from ``privacy/`` (or ``secure_agg/``); a stage that is
-off in config is the identity. Without noise the deltas stay sparse (touched rows only) all the way
-into the node's running sum; with noise every coordinate is touched, so the chunk is densified.
+off in config is the identity. The deltas stay sparse (touched rows only) all the way into the
+node's running sum; the chunk's noise is then one Gaussian draw for the sum. Only when the strategy
+needs every user's row (``individual``) is the chunk densified and each row noised on its own.
 With secure aggregation, ``quantised_sum`` streams a chunk through noise, quantisation and the node's
 uint32 sum a block of users at a time.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -89,14 +91,18 @@ def process_chunk(
     """
     norms = delta.norms()
     factor, std = _factors_and_std(delta, weights, cfg)
-    if std > 0 or individual:
-        dense = delta.scale(factor).dense(shape)
+    if individual:
+        out = delta.scale(factor).dense(shape)
         if std > 0:
-            dense += torch.randn(dense.shape, generator=generator, dtype=dense.dtype) * std
-        out = dense if individual else dense.sum(0, dtype=torch.float64)
+            out += torch.randn(out.shape, generator=generator, dtype=out.dtype) * std
     else:
         out = torch.zeros(shape.shared_dim, dtype=torch.float64)
         delta.sum_into(out, shape, factor)  # weighted on the fly: no scaled copy of the rows
+        if std > 0:
+            # Only the sum leaves the chunk, and the sum of U independent N(0, std^2 I) draws is one
+            # N(0, U std^2 I) draw: the same distribution (so the same privacy accounting) from 1/U
+            # of the Gaussians, and the deltas stay sparse instead of a dense (U, d) copy.
+            out += torch.randn(out.shape, generator=generator, dtype=out.dtype) * (std * math.sqrt(delta.n_users))
     return ChunkContribution(out, float(weights.sum()), norms.numpy())
 
 

@@ -43,3 +43,27 @@ def test_quantised_sum_is_dense_rows_quantised_in_blocks_and_summed(privacy, use
     assert n == clipped
     if privacy == "privacy=off":
         assert n > 0  # unclipped N(0, 1) deltas beyond r are clipped by the quantiser and counted
+
+
+@pytest.mark.parametrize("users", [1, 40])
+def test_summed_chunk_carries_the_noise_of_every_user(users):
+    """Without individual rows the chunk's sum gets one draw with the std of U users' noise summed."""
+    from client.pipeline import _factors_and_std
+
+    cfg = compose_config(["data=synthetic", "data.users=200", "privacy=distributed"])
+    shape = NeuMFShape(400, 8)
+    delta = _delta(users, shape, 3)
+    w = np.random.default_rng(2).uniform(0, 1, users)
+    factor, std = _factors_and_std(delta, w, cfg)
+    exact = torch.zeros(shape.shared_dim, dtype=torch.float64)
+    delta.sum_into(exact, shape, factor)
+    got = process_chunk(delta, w, cfg, shape, torch.Generator().manual_seed(9)).weighted
+    noise = (got - exact).numpy()
+    assert std > 0 and shape.shared_dim > 10_000
+    # d >= 10,000 coordinates: the sample sd is within 3% of the truth with overwhelming probability
+    assert np.std(noise) == pytest.approx(std * np.sqrt(users), rel=0.03)
+    assert abs(np.mean(noise)) < 5 * std * np.sqrt(users / shape.shared_dim)
+    # and the individual rows' noise sums to the same distribution
+    rows = process_chunk(delta, w, cfg, shape, torch.Generator().manual_seed(9), individual=True).weighted
+    assert np.std(rows.sum(0, dtype=torch.float64).numpy() - exact.numpy()) == pytest.approx(
+        std * np.sqrt(users), rel=0.03)
