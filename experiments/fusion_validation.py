@@ -7,6 +7,11 @@ the learned fusion is scored by NDCG@10 on the other, and vice versa. The out-of
 fusion is compared with ALS on the same users. This is how the search settings (``learn.starts``,
 ``learn.metric_k``) are chosen without looking at the test item.
 
+With ``--early-run RUN0`` (a run with ``data.fit_on=train_minus_last``) every setting is also
+learned on the fitting half's validation items *and* its users' last train interactions (scored by
+strategies built without them, ``evaluate-recommender --early-run``), and still scored on the
+other half's validation items: does a second held-out interaction per user make better weights?
+
 Usage::
 
     python -m experiments.fusion_validation runs/ml100k_seed0 --seed 0 --metric-k 10 50 \\
@@ -27,7 +32,7 @@ K = 10
 
 
 def cross_validate(run_dir: str, overrides: list[str], seed: int, metric_ks: list[int],
-                   start_sets: list[list[str]], reps: int = 3) -> dict:  # fmt: skip
+                   start_sets: list[list[str]], reps: int = 3, early_run: str | None = None) -> dict:  # fmt: skip
     """Out-of-fold gain of the learned fusion over ALS, for every (metric_k, starts) setting.
 
     Parameters
@@ -44,6 +49,9 @@ def cross_validate(run_dir: str, overrides: list[str], seed: int, metric_ks: lis
         ``learn.starts`` settings.
     reps : int
         Random 2-fold splits of the validation users (seeds 0..reps-1).
+    early_run : str, optional
+        Run with ``data.fit_on=train_minus_last``: each setting is also learned with the fitting
+        half's earlier held-out interactions added (label suffix ``learned_on=val+earlier``).
 
     Returns
     -------
@@ -52,6 +60,8 @@ def cross_validate(run_dir: str, overrides: list[str], seed: int, metric_ks: lis
     """
     from experiments.recommend import _load_data
     from recommender.evaluate_hybrid import (
+        check_runs,
+        earlier_phase,
         history_exclude,
         score_matrices,
         search_fusion,
@@ -62,40 +72,55 @@ def cross_validate(run_dir: str, overrides: list[str], seed: int, metric_ks: lis
     from recommender.metrics import full_ndcg
 
     cfg = load_config(None, [*overrides, f"seed={seed}"])
+    check_runs(run_dir, None, early_run)
     ds, split = _load_data(run_dir)
     rec = HybridRecommender.build(run_dir, ds, split, cfg, tag="train")
     scores = score_matrices(rec, target_times(ds)[0])
     exclude, target = history_exclude(split), split.val_item
     names = [n for n in scores if n != "popularity"]
-    ranks = {n: ranks_from_scores(scores[n], cfg.depth, exclude) for n in names}
     default_w = {n: cfg.weights.get(n, 0.0) for n in names}
+    # the rows a half can learn on: its validation items (0) and, with an early run, its earlier ones (1)
+    sources = [({n: scores[n] for n in names}, exclude, target)]
+    if early_run is not None:
+        als = rec.strategies.get("collaborative")
+        als_params = {k: v for k, v in als.params.items() if k != "val_ndcg@10"} if als else None
+        sc_e, ex_e, tg_e, _ = earlier_phase(early_run, ds, split, cfg, als_params)
+        sources.append(({n: sc_e[n] for n in names}, ex_e, tg_e))
+    del rec
 
     def ndcg(fused: np.ndarray, rows: np.ndarray, k: int) -> float:
         return full_ndcg(fused, target[rows], exclude[rows], k, cfg.seed)
 
-    settings = list(itertools.product(metric_ks, start_sets))
-    gains: dict[str, list[float]] = {f"metric_k={k} starts={','.join(s)}": [] for k, s in settings}
+    def learn_on(rows: np.ndarray, use: list[int], cfg_s) -> dict:
+        """The best fusion candidate learned on ``rows`` of the sources ``use`` (stacked)."""
+        sc = {n: np.concatenate([sources[i][0][n][rows] for i in use]) for n in names}
+        ex = np.concatenate([sources[i][1][rows] for i in use])
+        tg = np.concatenate([sources[i][2][rows] for i in use])
+        rk = {n: ranks_from_scores(sc[n], cfg.depth, ex) for n in names}
+        single = {n: full_ndcg(sc[n], tg, ex, K, cfg.seed) for n in names}
+        objective = lambda f: full_ndcg(f, tg, ex, cfg_s.learn.metric_k, cfg.seed)  # noqa: E731
+        return max(search_fusion(sc, rk, ex, objective, default_w, cfg_s, single), key=lambda c: c["val_objective"])
+
+    variants = [("", [0])] if early_run is None else [(" learned_on=val", [0]), (" learned_on=val+earlier", [0, 1])]
+    settings = [(mk, st, suffix, use) for mk, st in itertools.product(metric_ks, start_sets) for suffix, use in variants]
+    gains: dict[str, list[float]] = {f"metric_k={k} starts={','.join(st)}{sfx}": [] for k, st, sfx, _ in settings}
     n = split.n_users
     for rep in range(reps):
         perm = np.random.default_rng(rep).permutation(n)
         halves = (np.sort(perm[: n // 2]), np.sort(perm[n // 2 :]))
         als = sum(ndcg(scores["collaborative"][h], h, K) * len(h) for h in halves)
-        for (mk, starts), label in zip(settings, gains, strict=True):
+        for (mk, starts, _, use), label in zip(settings, gains, strict=True):
             learn = dataclasses.replace(cfg.learn, metric_k=mk, starts=list(starts))
             cfg_s = dataclasses.replace(cfg, learn=learn)
             fused_total = 0.0
             for a, b in ((0, 1), (1, 0)):
                 A, B = halves[a], halves[b]
-                single = {s: ndcg(scores[s][A], A, K) for s in names}
-                search = search_fusion({s: scores[s][A] for s in names}, {s: ranks[s][A] for s in names},
-                                       exclude[A], lambda f, A=A, mk=mk: ndcg(f, A, mk), default_w, cfg_s,
-                                       single)  # fmt: skip
-                c = max(search, key=lambda c: c["val_objective"])
+                c = learn_on(A, use, cfg_s)
                 f = fuse_scores({s: scores[s][B] for s in names}, c["weights"], c["method"], exclude[B], cfg.depth,
                                 c["rrf_k"])  # fmt: skip
                 fused_total += ndcg(f, B, K) * len(B)
             gains[label].append(100.0 * (fused_total / als - 1.0))
-    return {"run_dir": str(run_dir), "seed": seed, "overrides": overrides, "reps": reps,
+    return {"run_dir": str(run_dir), "seed": seed, "overrides": overrides, "reps": reps, "early_run": early_run,
             "split": "validation users, 2-fold", "metric": "out-of-fold NDCG@10 of the fusion vs ALS, %",
             "settings": {lab: {"per_split": g, "mean": float(np.mean(g)), "sd": float(np.std(g))}
                          for lab, g in gains.items()}}  # fmt: skip
@@ -111,10 +136,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--starts", nargs="+", default=["default", "default,equal,best"],
                    help="comma-separated start sets")  # fmt: skip
     p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--early-run", default=None, metavar="RUN0",
+                   help="run with data.fit_on=train_minus_last: also learn with each user's last train interaction")  # fmt: skip
     p.add_argument("--json", required=True, help="write the result here")
     args = p.parse_args(argv)
     out = cross_validate(args.run_dir, args.set, args.seed, args.metric_k,
-                         [s.split(",") for s in args.starts], args.reps)  # fmt: skip
+                         [s.split(",") for s in args.starts], args.reps, args.early_run)  # fmt: skip
     for label, r in out["settings"].items():
         print(f"{args.run_dir} seed {args.seed} {label}: out-of-fold NDCG@10 vs ALS {r['mean']:+.2f}% "
               f"± {r['sd']:.2f} ({', '.join(f'{g:+.1f}' for g in r['per_split'])})")  # fmt: skip

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-FIT_ON = ("train", "trainval")  # what federated clients may train on (``DataConfig.fit_on``)
+FIT_ON = ("train", "trainval", "train_minus_last")  # what federated clients may train on (``DataConfig.fit_on``)
 
 
 @dataclass
@@ -24,11 +24,14 @@ class DataConfig:
         If > 0, every synthetic user has exactly this many interactions (benchmark workloads).
     seed : int
         Seed of the synthetic generator and of the evaluation negatives.
-    fit_on : {"train", "trainval"}
+    fit_on : {"train", "trainval", "train_minus_last"}
         What the clients train on: the leave-one-out train items (default; the validation item
         stays held out for tuning), or train + validation, for the test phase of
         ``fedrec evaluate-recommender --test-run`` (the hybrid's other strategies are rebuilt on
-        train + validation there too). The test item is never trained on.
+        train + validation there too), or the train items without each user's most recent one,
+        for the optional earlier phase of ``--early-run`` (the fusion weights are then learned on
+        that held-out interaction as well as on the validation item). The test item is never
+        trained on.
     """
 
     name: str = "ml-100k"

@@ -530,12 +530,49 @@ def with_val_in_train(split: Split) -> Split:
     )
 
 
+def without_last_train(split: Split) -> Split:
+    """The split with each user's most recent train interaction removed from its train row.
+
+    Validation, test item and negatives are unchanged. A user needs two train interactions (one
+    stays); DataError names the users that have fewer.
+    """
+    counts = np.diff(split.train_indptr)
+    if (counts < 2).any():
+        bad = np.flatnonzero(counts < 2)[:5].tolist()
+        raise DataError(f"users {bad} (dense ids) have fewer than 2 train interactions; holding out their last "
+                        "one would leave them none")  # fmt: skip
+    keep = np.ones(len(split.train_items), bool)
+    keep[split.train_indptr[1:] - 1] = False
+    return replace(
+        split,
+        train_items=split.train_items[keep], train_ratings=split.train_ratings[keep],
+        train_timestamps=split.train_timestamps[keep],
+        train_indptr=np.concatenate([[0], np.cumsum(counts - 1)]).astype(np.int64),
+    )  # fmt: skip
+
+
+def one_step_earlier(split: Split) -> Split:
+    """Leave-one-out one interaction earlier: each user's last train interaction is held out.
+
+    The held-out interaction takes the validation fields (``val_item``, ``val_rating``,
+    ``val_timestamp``) and the old validation item becomes ``test_item``; train rows are
+    :func:`without_last_train`. ``fedrec evaluate-recommender --early-run`` scores its strategies
+    against this second held-out item, so the fusion weights rest on two interactions per user.
+    """
+    last = split.train_indptr[1:] - 1
+    return replace(without_last_train(split), val_item=split.train_items[last].astype(np.int32),
+                   val_rating=split.train_ratings[last], val_timestamp=split.train_timestamps[last],
+                   test_item=split.val_item)  # fmt: skip
+
+
 def split_for_fitting(split: Split, fit_on: str = "train") -> Split:
-    """The interactions a model is fitted on: ``train`` (the split itself) or ``trainval``."""
+    """The interactions a model is fitted on: ``train`` (the split itself), ``trainval`` or ``train_minus_last``."""
     if fit_on == "train":
         return split
     if fit_on == "trainval":
         return with_val_in_train(split)
+    if fit_on == "train_minus_last":
+        return without_last_train(split)
     raise ValueError(f"fit_on={fit_on!r}: choose one of {list(FIT_ON)}")
 
 

@@ -10,6 +10,12 @@ The federated NeuMF is not rebuilt here (it is trained by the clients): for the 
 every strategy has seen the validation interactions at test time; without it the test phase uses
 the train-only global model and the NeuMF (and the federated item embeddings inside the content
 and GNN strategies) is one interaction per user behind the rest.
+
+With one held-out item per user the learned fusion weights are noisy. ``early_run_dir`` (a run with
+``data.fit_on=train_minus_last``) adds an earlier phase: every strategy is built on the train rows
+without each user's most recent one and scored against that interaction
+(:func:`recommender.data.one_step_earlier`), and the fusion weights are learned on both held-out
+interactions of every user (2U rows). ALS keeps the hyper-parameters tuned on the validation item.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recommender.data import Dataset, Split, with_val_in_train
+from recommender.data import Dataset, Split, one_step_earlier, with_val_in_train
 from recommender.fusion import (
     combsum_fuse,
     fuse_scores,
@@ -168,9 +174,17 @@ def fitted_on(meta: dict) -> str:
     return str((meta.get("data") or {}).get("fit_on", "train"))
 
 
-def check_runs(run_dir: str | Path, test_run_dir: str | Path | None) -> None:
-    """Refuse a phase-1 model that saw the validation item, or a test-phase model that did not."""
+def check_runs(run_dir: str | Path, test_run_dir: str | Path | None, early_run_dir: str | Path | None = None) -> None:
+    """Refuse a phase-1 model that saw the validation item, a test-phase model that did not, or an
+    earlier-phase model that saw the interaction it is scored on."""
     from recommender.model_store import load_version
+
+    if early_run_dir is not None:
+        fit = fitted_on(load_version(early_run_dir).meta)
+        if fit != "train_minus_last":
+            raise RecommenderError(f"--early-run {early_run_dir}: its global model was trained with data.fit_on={fit}, "
+                                   "so it has seen each user's last train interaction the earlier phase is scored on "
+                                   "(fedrec simulate data.fit_on=train_minus_last)")  # fmt: skip
 
     fit = fitted_on(load_version(run_dir).meta)
     if fit != "train":
@@ -184,8 +198,40 @@ def check_runs(run_dir: str | Path, test_run_dir: str | Path | None) -> None:
                                "(fedrec simulate data.fit_on=trainval)")  # fmt: skip
 
 
+def earlier_phase(early_run_dir: str | Path, ds: Dataset, split: Split, cfg: HybridConfig,
+                  als_params: dict | None, progress=None) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, dict]:  # fmt: skip
+    """Phase 0: strategies built without each user's last train interaction, scored against it.
+
+    Parameters
+    ----------
+    early_run_dir : path
+        Federated run trained with ``data.fit_on=train_minus_last``.
+    als_params : dict, optional
+        ALS hyper-parameters (those tuned on the validation item).
+
+    Returns
+    -------
+    scores : name -> np.ndarray, shape (U, I)
+        As :func:`score_matrices`, requests at the held-out interactions' times.
+    exclude : np.ndarray[bool], shape (U, I)
+    target : np.ndarray[int], shape (U,)
+        Each user's last train interaction.
+    info : dict
+        ``run_dir``, ``fit_on`` and every strategy's NDCG@10 of the held-out interaction.
+    """
+    sp_e = one_step_earlier(split)
+    rec = HybridRecommender.build(early_run_dir, ds, sp_e, cfg, tag="train_minus_last", als_params=als_params,
+                                  progress=progress)  # fmt: skip
+    scores = score_matrices(rec, sp_e.val_timestamp.astype(np.float64))
+    exclude = history_exclude(sp_e)
+    info = {"run_dir": str(early_run_dir), "fit_on": fitted_on(rec.model.meta),
+            "ndcg@10": {n: full_ndcg(s, sp_e.val_item, exclude, K, cfg.seed) for n, s in scores.items()}}  # fmt: skip
+    return scores, exclude, sp_e.val_item, info
+
+
 def evaluate(run_dir: str | Path, ds: Dataset, split: Split, cfg: HybridConfig | None = None,
-             progress=None, test_run_dir: str | Path | None = None) -> dict:  # fmt: skip
+             progress=None, test_run_dir: str | Path | None = None,
+             early_run_dir: str | Path | None = None) -> dict:  # fmt: skip
     """Evaluate all strategies and fused variants; returns a JSON-ready dict.
 
     Parameters
@@ -198,9 +244,12 @@ def evaluate(run_dir: str | Path, ds: Dataset, split: Split, cfg: HybridConfig |
     test_run_dir : path, optional
         Federated run of the same configuration trained on train + validation, used for the test
         phase (module docstring); default ``run_dir``.
+    early_run_dir : path, optional
+        Federated run of the same configuration trained with ``data.fit_on=train_minus_last``: the
+        fusion weights are then learned on each user's last train interaction too (module docstring).
     """
     cfg = cfg or HybridConfig()
-    check_runs(run_dir, test_run_dir)
+    check_runs(run_dir, test_run_dir, early_run_dir)
     say = progress or (lambda m: log.info("%s", m))
     t0 = time.perf_counter()
     val_t, test_t = target_times(ds)
@@ -211,17 +260,32 @@ def evaluate(run_dir: str | Path, ds: Dataset, split: Split, cfg: HybridConfig |
     sc_v = score_matrices(rec_v, val_t)
     ex_v = history_exclude(split)
     names = [n for n in sc_v if n != "popularity"]
-    ranks_v = {n: ranks_from_scores(sc_v[n], cfg.depth, ex_v) for n in names}
+    default_w = {n: cfg.weights.get(n, 0.0) for n in names}
+    val_metrics = {n: rank_metrics(full_ranks(sc_v[n], split.val_item, ex_v, cfg.seed), K) for n in sc_v}
+    als = rec_v.strategies.get("collaborative")
+    als_params = {k: v for k, v in als.params.items() if k != "val_ndcg@10"} if als else None
+    del rec_v
+
+    # the rows the fusion is learned on: every user's validation item, and with an earlier phase
+    # also every user's last train interaction (scored by strategies built without it)
+    fit_sc, fit_ex, fit_target = {n: sc_v[n] for n in names}, ex_v, split.val_item
+    early = None
+    if early_run_dir is not None:
+        say("phase 0: build on train without each user's last interaction, score that interaction")
+        sc_e, ex_e, target_e, early = earlier_phase(early_run_dir, ds, split, cfg, als_params, say)
+        fit_sc = {n: np.concatenate([sc_v[n], sc_e[n]]) for n in names}
+        fit_ex, fit_target = np.concatenate([ex_v, ex_e]), np.concatenate([split.val_item, target_e])
+        del sc_e, ex_e
+    ranks_fit = {n: ranks_from_scores(fit_sc[n], cfg.depth, fit_ex) for n in names}
 
     mk = cfg.learn.metric_k
 
-    def val_objective(fused: np.ndarray) -> float:
-        return full_ndcg(fused, split.val_item, ex_v, mk, cfg.seed)
+    def fit_objective(fused: np.ndarray) -> float:
+        return full_ndcg(fused, fit_target, fit_ex, mk, cfg.seed)
 
-    default_w = {n: cfg.weights.get(n, 0.0) for n in names}
-    val_metrics = {n: rank_metrics(full_ranks(sc_v[n], split.val_item, ex_v, cfg.seed), K) for n in sc_v}
-    single = {n: val_metrics[n][f"ndcg@{K}"] for n in names}
-    search = search_fusion({n: sc_v[n] for n in names}, ranks_v, ex_v, val_objective, default_w, cfg, single)
+    single = {n: full_ndcg(fit_sc[n], fit_target, fit_ex, K, cfg.seed) for n in names}
+    search = search_fusion(fit_sc, ranks_fit, fit_ex, fit_objective, default_w, cfg, single)
+    del fit_sc, ranks_fit
     for c in search:
         f = fuse_scores({n: sc_v[n] for n in names}, c["weights"], c["method"], ex_v, cfg.depth, c["rrf_k"])
         c["val_ndcg@10"] = full_ndcg(f, split.val_item, ex_v, K, cfg.seed)
@@ -233,9 +297,7 @@ def evaluate(run_dir: str | Path, ds: Dataset, split: Split, cfg: HybridConfig |
     fused_default_v = fuse_scores({n: sc_v[n] for n in names}, default_w, cfg.fusion, ex_v, cfg.depth, cfg.rrf_k)
     val_metrics["fused_default"] = rank_metrics(full_ranks(fused_default_v, split.val_item, ex_v, cfg.seed), K)
     val_metrics["fused_learned"] = {f"ndcg@{K}": chosen["val_ndcg@10"]}
-    als = rec_v.strategies.get("collaborative")
-    als_params = {k: v for k, v in als.params.items() if k != "val_ndcg@10"} if als else None
-    del rec_v, sc_v, ranks_v
+    del sc_v
 
     say("phase 2: rebuild on train+validation, score the test item")
     sp_t = with_val_in_train(split)
@@ -281,7 +343,9 @@ def evaluate(run_dir: str | Path, ds: Dataset, split: Split, cfg: HybridConfig |
         "weights_learned": learned_w,
         "fusion_default": {"method": cfg.fusion, "rrf_k": cfg.rrf_k},
         "fusion_learned": {k: chosen[k] for k in ("method", "rrf_k", "weights", "start")},
-        "fusion_objective": f"validation NDCG@{mk}",
+        "fusion_objective": f"NDCG@{mk} of the held-out items it is learned on",
+        "fusion_learned_on": "validation item" + (" + each user's last train interaction" if early else ""),
+        "early_phase": early,
         "fusion_search": search,
         "validation": val_metrics,
         "test": results,

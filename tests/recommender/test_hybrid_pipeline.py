@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from recommender.data import generate_synthetic, leave_one_out, with_val_in_train
+from recommender.data import (
+    DataError,
+    generate_synthetic,
+    leave_one_out,
+    one_step_earlier,
+    with_val_in_train,
+    without_last_train,
+)
 from recommender.explain import select_explanation
 from recommender.hybrid import HybridRecommender, load_config
 from recommender.model_store import load_version
@@ -109,6 +116,33 @@ def test_with_val_in_train_appends_validation_item(world):
         assert sp2.train_ratings[last] == ds.ratings[row[0]]
         assert sp2.train_timestamps[last] == ds.timestamps[row[0]]
     np.testing.assert_array_equal(sp2.test_item, split.test_item)
+
+
+def test_one_step_earlier_holds_out_the_last_train_interaction(world):
+    ds, split, _, _ = world
+    sp0 = one_step_earlier(split)
+    for u in (0, 5, 59):
+        row = split.train_of(u)
+        np.testing.assert_array_equal(sp0.train_of(u), row[:-1])
+        assert sp0.val_item[u] == row[-1] and sp0.test_item[u] == split.val_item[u]
+        # the held-out interaction is the user's latest train interaction, with its real rating and time
+        mine = np.flatnonzero((ds.users == u) & np.isin(ds.items, row))
+        latest = mine[np.argmax(ds.timestamps[mine])]
+        assert sp0.val_timestamp[u] == ds.timestamps[latest]
+        hit = mine[ds.items[mine] == row[-1]]
+        assert sp0.val_rating[u] == ds.ratings[hit[0]] and sp0.val_timestamp[u] == ds.timestamps[hit[0]]
+        assert (sp0.train_timestamps[sp0.train_indptr[u] : sp0.train_indptr[u + 1]] <= sp0.val_timestamp[u]).all()
+    assert len(sp0.train_items) == len(split.train_items) - split.n_users
+    np.testing.assert_array_equal(without_last_train(split).val_item, split.val_item)
+
+
+def test_without_last_train_refuses_a_user_it_would_leave_empty(world):
+    _, split, _, _ = world
+    one = without_last_train(split)
+    while (np.diff(one.train_indptr) >= 2).all():
+        one = without_last_train(one)
+    with pytest.raises(DataError, match="fewer than 2 train interactions"):
+        without_last_train(one)
 
 
 def test_config_rejects_misspelled_key():
@@ -228,6 +262,51 @@ def test_evaluate_refuses_runs_fitted_on_the_wrong_interactions(world, tmp_path)
         check_runs(trainval, None)
     with pytest.raises(RecommenderError, match="fit_on=train"):
         check_runs(run, run)
+    early = tmp_path / "early"
+    save_version(early, 1, mv.shared, mv.shape, {**mv.meta, "data": {"name": "synthetic", "fit_on": "train_minus_last"}})
+    check_runs(run, trainval, early)
+    for wrong in (run, trainval):
+        with pytest.raises(RecommenderError, match="--early-run"):
+            check_runs(run, trainval, wrong)
+
+
+def test_evaluate_learns_the_fusion_on_the_earlier_interaction_too(world, tmp_path):
+    """--early-run: a third build scored on each user's last train interaction; both feed the weight search."""
+    from recommender.evaluate_hybrid import evaluate
+    from recommender.model_store import save_version
+
+    ds, split, run, _ = world
+    mv = load_version(run)
+    early = tmp_path / "early"  # the train model stands in (a real early run never saw the held-out item)
+    save_version(early, 1, mv.shared, mv.shape, {**mv.meta, "data": {"name": "synthetic", "fit_on": "train_minus_last"}})
+    cfg = load_config("fast", ["learn.methods=[combsum]"])
+    plain = evaluate(run, ds, split, cfg)
+    res = evaluate(run, ds, split, cfg, early_run_dir=early)
+    assert plain["early_phase"] is None and plain["fusion_learned_on"] == "validation item"
+    assert res["fusion_learned_on"] == "validation item + each user's last train interaction"
+    assert res["early_phase"]["fit_on"] == "train_minus_last"
+    assert set(res["early_phase"]["ndcg@10"]) >= {"collaborative", "neumf", "gnn", "content", "context"}
+    # the validation phase and the test lists of single strategies are the same builds either way
+    assert res["validation"]["collaborative"] == plain["validation"]["collaborative"]
+    assert res["test"]["collaborative"]["full"] == plain["test"]["collaborative"]["full"]
+    # the search objective is NDCG@metric_k over the 2U held-out interactions, rebuilt here from the
+    # (cached) artefacts of both phases with the learned weights
+    from recommender.evaluate_hybrid import history_exclude, score_matrices, target_times
+    from recommender.fusion import fuse_scores
+    from recommender.metrics import full_ndcg
+
+    c = res["fusion_search"][0]
+    sp0 = one_step_earlier(split)
+    sc1 = score_matrices(HybridRecommender.build(run, ds, split, cfg, tag="train"), target_times(ds)[0])
+    rec0 = HybridRecommender.build(early, ds, sp0, cfg, tag="train_minus_last", als_params=res["als_params"])
+    sc0 = score_matrices(rec0, sp0.val_timestamp.astype(np.float64))
+    ex = np.concatenate([history_exclude(split), history_exclude(sp0)])
+    stacked = {n: np.concatenate([sc1[n], sc0[n]]) for n in c["weights"]}
+    fused = fuse_scores(stacked, c["weights"], c["method"], ex, cfg.depth, c["rrf_k"])
+    target = np.concatenate([split.val_item, sp0.val_item])
+    assert c["val_objective"] == pytest.approx(full_ndcg(fused, target, ex, cfg.learn.metric_k, cfg.seed), abs=1e-9)
+    assert res["early_phase"]["ndcg@10"]["collaborative"] == pytest.approx(
+        full_ndcg(sc0["collaborative"], sp0.val_item, history_exclude(sp0), 10, cfg.seed), abs=1e-9)
 
 
 def test_local_split_fit_on_trainval_trains_on_the_validation_item():
@@ -240,5 +319,9 @@ def test_local_split_fit_on_trainval_trains_on_the_validation_item():
     for u in (0, 7):
         np.testing.assert_array_equal(sp_tv.train_of(u), np.append(sp.train_of(u), sp.val_item[u]))
     np.testing.assert_array_equal(sp_tv.test_item, sp.test_item)
+    sp_early = local_split(DataConfig(**{**base.__dict__, "fit_on": "train_minus_last"}))
+    for u in (0, 7):
+        np.testing.assert_array_equal(sp_early.train_of(u), sp.train_of(u)[:-1])
+    np.testing.assert_array_equal(sp_early.val_item, sp.val_item)
     with pytest.raises(ValueError, match="fit_on"):
         DataConfig(fit_on="all").validate()
