@@ -69,7 +69,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    """``fedrec evaluate-recommender RUN_DIR [--test-run RUN_DIR2] [--json PATH] [--seed N]``."""
+    """``fedrec evaluate-recommender RUN_DIR [--test-run RUN_DIR2] [--early-run RUN_DIR0] [--json PATH] [--seed N]``."""
     from rich.console import Console
     from rich.table import Table
 
@@ -81,7 +81,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     ds, split = _load_data(args.run_dir)
     with console.status("evaluating") as st:
         try:
-            res = evaluate(args.run_dir, ds, split, cfg, progress=lambda m: st.update(m), test_run_dir=args.test_run)
+            res = evaluate(args.run_dir, ds, split, cfg, progress=lambda m: st.update(m), test_run_dir=args.test_run,
+                           early_run_dir=args.early_run)  # fmt: skip
         except RecommenderError as exc:
             raise SystemExit(f"error: {exc}") from exc
     t = Table(title=f"Leave-one-out test, model v{res['model_version']}, seed {res['seed']}")
@@ -154,6 +155,9 @@ def add_commands(subparsers) -> None:
     p.add_argument("--json", default=None, help="output JSON (default RUN_DIR/recommender/evaluation-seedN.json)")
     p.add_argument("--test-run", default=None, metavar="RUN_DIR2",
                    help="federated run of the same config with data.fit_on=trainval, used for the test phase")  # fmt: skip
+    p.add_argument("--early-run", default=None, metavar="RUN_DIR0",
+                   help="federated run of the same config with data.fit_on=train_minus_last: the fusion weights are "
+                        "also learned on each user's last train interaction")  # fmt: skip
     p.set_defaults(func=cmd_evaluate)
 
     p = subparsers.add_parser("recommender-reference-run",
