@@ -66,6 +66,7 @@ def cross_validate(run_dir: str, overrides: list[str], seed: int, metric_ks: lis
         score_matrices,
         search_fusion,
         target_times,
+        tuned_als_params,
     )
     from recommender.fusion import fuse_scores, ranks_from_scores
     from recommender.hybrid import HybridRecommender, load_config
@@ -82,9 +83,7 @@ def cross_validate(run_dir: str, overrides: list[str], seed: int, metric_ks: lis
     # the rows a half can learn on: its validation items (0) and, with an early run, its earlier ones (1)
     sources = [({n: scores[n] for n in names}, exclude, target)]
     if early_run is not None:
-        als = rec.strategies.get("collaborative")
-        als_params = {k: v for k, v in als.params.items() if k != "val_ndcg@10"} if als else None
-        sc_e, ex_e, tg_e, _ = earlier_phase(early_run, ds, split, cfg, als_params)
+        sc_e, ex_e, tg_e, _ = earlier_phase(early_run, ds, split, cfg, tuned_als_params(rec))
         sources.append(({n: sc_e[n] for n in names}, ex_e, tg_e))
     del rec
 

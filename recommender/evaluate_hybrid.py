@@ -198,6 +198,12 @@ def check_runs(run_dir: str | Path, test_run_dir: str | Path | None, early_run_d
                                "(fedrec simulate data.fit_on=trainval)")  # fmt: skip
 
 
+def tuned_als_params(rec: HybridRecommender) -> dict | None:
+    """The ALS hyper-parameters ``rec`` was built with (tuned on validation), to rebuild ALS with them."""
+    als = rec.strategies.get("collaborative")
+    return {k: v for k, v in als.params.items() if k != "val_ndcg@10"} if als else None
+
+
 def earlier_phase(early_run_dir: str | Path, ds: Dataset, split: Split, cfg: HybridConfig,
                   als_params: dict | None, progress=None) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, dict]:  # fmt: skip
     """Phase 0: strategies built without each user's last train interaction, scored against it.
@@ -263,7 +269,7 @@ def evaluate(run_dir: str | Path, ds: Dataset, split: Split, cfg: HybridConfig |
     default_w = {n: cfg.weights.get(n, 0.0) for n in names}
     val_metrics = {n: rank_metrics(full_ranks(sc_v[n], split.val_item, ex_v, cfg.seed), K) for n in sc_v}
     als = rec_v.strategies.get("collaborative")
-    als_params = {k: v for k, v in als.params.items() if k != "val_ndcg@10"} if als else None
+    als_params = tuned_als_params(rec_v)
     del rec_v
 
     # the rows the fusion is learned on: every user's validation item, and with an earlier phase
