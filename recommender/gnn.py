@@ -66,7 +66,9 @@ class GNNConfig:
         per-layer dot products. The last layer alone is oversmoothed towards popularity after
         three mean-like attention hops (validation NDCG@10 of the GNN alone: README).
     similar_k, same_genre_k : int
-        SIMILAR edges per item (top content cosine) and random SAME_GENRE partners per item.
+        SIMILAR edges per item (top content cosine) and random SAME_GENRE partners per item. 20 and
+        10 (were 10 and 5): chosen by the fusion's out-of-fold validation gain over ALS, +8.2%
+        against +7.4% (README), though the GNN alone scores no better.
     """
 
     dims: list[int] = field(default_factory=lambda: [32, 32, 32, 32])
@@ -81,8 +83,8 @@ class GNNConfig:
     jk: bool = True
     weight_decay: float = 1e-5
     reg: float = 1e-4
-    similar_k: int = 10
-    same_genre_k: int = 5
+    similar_k: int = 20
+    same_genre_k: int = 10
     dropout: float = 0.0
 
     def validate(self) -> None:
