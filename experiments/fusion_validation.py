@@ -80,12 +80,14 @@ def cross_validate(run_dir: str, overrides: list[str], seed: int, metric_ks: lis
     exclude, target = history_exclude(split), split.val_item
     names = [n for n in scores if n != "popularity"]
     default_w = {n: cfg.weights.get(n, 0.0) for n in names}
-    # the rows a half can learn on: its validation items (0) and, with an early run, its earlier ones (1)
+    # the rows a half can learn on: its validation items (0) and, with an early run, its earlier ones
+    # (1): (scores, top-depth ranks, exclude, target) of every user, sliced per half below
     sources = [({n: scores[n] for n in names}, exclude, target)]
     if early_run is not None:
         sc_e, ex_e, tg_e, _ = earlier_phase(early_run, ds, split, cfg, tuned_als_params(rec))
         sources.append(({n: sc_e[n] for n in names}, ex_e, tg_e))
     del rec
+    sources = [(sc, {n: ranks_from_scores(sc[n], cfg.depth, ex) for n in names}, ex, tg) for sc, ex, tg in sources]
 
     def ndcg(fused: np.ndarray, rows: np.ndarray, k: int) -> float:
         return full_ndcg(fused, target[rows], exclude[rows], k, cfg.seed)
@@ -93,9 +95,9 @@ def cross_validate(run_dir: str, overrides: list[str], seed: int, metric_ks: lis
     def learn_on(rows: np.ndarray, use: list[int], cfg_s) -> dict:
         """The best fusion candidate learned on ``rows`` of the sources ``use`` (stacked)."""
         sc = {n: np.concatenate([sources[i][0][n][rows] for i in use]) for n in names}
-        ex = np.concatenate([sources[i][1][rows] for i in use])
-        tg = np.concatenate([sources[i][2][rows] for i in use])
-        rk = {n: ranks_from_scores(sc[n], cfg.depth, ex) for n in names}
+        rk = {n: np.concatenate([sources[i][1][n][rows] for i in use]) for n in names}
+        ex = np.concatenate([sources[i][2][rows] for i in use])
+        tg = np.concatenate([sources[i][3][rows] for i in use])
         single = {n: full_ndcg(sc[n], tg, ex, K, cfg.seed) for n in names}
         objective = lambda f: full_ndcg(f, tg, ex, cfg_s.learn.metric_k, cfg.seed)  # noqa: E731
         return max(search_fusion(sc, rk, ex, objective, default_w, cfg_s, single), key=lambda c: c["val_objective"])

@@ -170,7 +170,7 @@ def search_fusion(scores: dict[str, np.ndarray], ranks: dict[str, np.ndarray], e
 
 
 def fitted_on(meta: dict) -> str:
-    """What a global model was trained on, from its registry meta: ``train`` or ``trainval`` (``data.fit_on``)."""
+    """What a global model was trained on, from its registry meta (``data.fit_on``: ``train`` when absent)."""
     return str((meta.get("data") or {}).get("fit_on", "train"))
 
 
@@ -179,23 +179,19 @@ def check_runs(run_dir: str | Path, test_run_dir: str | Path | None, early_run_d
     earlier-phase model that saw the interaction it is scored on."""
     from recommender.model_store import load_version
 
-    if early_run_dir is not None:
-        fit = fitted_on(load_version(early_run_dir).meta)
-        if fit != "train_minus_last":
-            raise RecommenderError(f"--early-run {early_run_dir}: its global model was trained with data.fit_on={fit}, "
-                                   "so it has seen each user's last train interaction the earlier phase is scored on "
-                                   "(fedrec simulate data.fit_on=train_minus_last)")  # fmt: skip
-
-    fit = fitted_on(load_version(run_dir).meta)
-    if fit != "train":
-        raise RecommenderError(f"{run_dir}: its global model was trained with data.fit_on={fit}, so it has seen "
-                               "the validation item the fusion is learned on; pass a train-only run as RUN_DIR "
-                               "and this one as --test-run")  # fmt: skip
-    fit = fitted_on(load_version(test_run_dir).meta) if test_run_dir is not None else "trainval"
-    if fit != "trainval":
-        raise RecommenderError(f"--test-run {test_run_dir}: its global model was trained with data.fit_on={fit}; "
-                               "the test phase needs one trained on train + validation "
-                               "(fedrec simulate data.fit_on=trainval)")  # fmt: skip
+    roles = (
+        (early_run_dir, "train_minus_last", "--early-run {run}: its global model was trained with data.fit_on={fit}, "
+         "so it has seen each user's last train interaction the earlier phase is scored on "
+         "(fedrec simulate data.fit_on=train_minus_last)"),
+        (run_dir, "train", "{run}: its global model was trained with data.fit_on={fit}, so it has seen the validation "
+         "item the fusion is learned on; pass a train-only run as RUN_DIR and this one as --test-run"),
+        (test_run_dir, "trainval", "--test-run {run}: its global model was trained with data.fit_on={fit}; the test "
+         "phase needs one trained on train + validation (fedrec simulate data.fit_on=trainval)"),
+    )  # fmt: skip
+    for run, wanted, message in roles:
+        fit = fitted_on(load_version(run).meta) if run is not None else wanted
+        if fit != wanted:
+            raise RecommenderError(message.format(run=run, fit=fit))
 
 
 def tuned_als_params(rec: HybridRecommender) -> dict | None:

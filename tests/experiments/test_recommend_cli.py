@@ -5,6 +5,8 @@ import argparse
 import pytest
 
 from experiments import recommend
+from recommender import evaluate_hybrid
+from recommender.hybrid import RecommenderError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -18,10 +20,7 @@ def test_evaluate_recommender_passes_the_test_and_early_runs(monkeypatch):
 
     def fake_evaluate(run_dir, ds, split, cfg, progress=None, test_run_dir=None, early_run_dir=None):
         seen.update(run_dir=run_dir, test_run_dir=test_run_dir, early_run_dir=early_run_dir, seed=cfg.seed)
-        raise recommend_error("stop here")
-
-    from recommender import evaluate_hybrid
-    from recommender.hybrid import RecommenderError as recommend_error
+        raise RecommenderError("stop here")
 
     monkeypatch.setattr(evaluate_hybrid, "evaluate", fake_evaluate)
     monkeypatch.setattr(recommend, "_load_data", lambda run_dir, seed=0: (None, None))
