@@ -344,6 +344,77 @@ def _pack_steps(schedules: list[UserSchedule], offsets: np.ndarray, order: np.nd
                   [int(ends[k]) for k in active])  # fmt: skip
 
 
+def _autograd_step(user: dict, item: dict, mlp: dict, flat: torch.Tensor, labels: torch.Tensor,
+                   msk: torch.Tensor, train_shared: bool) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:  # fmt: skip
+    """One cohort step's gradients by autograd, (user GMF, user MLP[, item GMF, item MLP, *MLP]),
+    and the per-user mean loss, for the first ``k = len(labels)`` users."""
+    k, bsz = labels.shape
+    f = user["gmf"].shape[1]
+    # Leaves are detached views of the first k users' parameters: no copies, and the caller's
+    # update writes straight into the stacked tensors.
+    ug = user["gmf"][:k].detach().requires_grad_(True)
+    um = user["mlp"][:k].detach().requires_grad_(True)
+    w = {n: v[:k].detach().requires_grad_(train_shared) for n, v in mlp.items()}
+    eg = item["gmf"].index_select(0, flat).view(k, bsz, f).requires_grad_(train_shared)
+    em = item["mlp"].index_select(0, flat).view(k, bsz, 2 * f).requires_grad_(train_shared)
+    u1 = torch.baddbmm(w["b1"][:, :, None], w["w1u"], um[:, :, None]).transpose(1, 2)  # (k, 1, 2f)
+    h = torch.relu(torch.baddbmm(u1, em, w["w1i"].transpose(1, 2)))
+    h = torch.relu(torch.baddbmm(w["b2"][:, None, :], h, w["w2"].transpose(1, 2)))
+    logits = torch.baddbmm(w["bo"][:, None, :], ug[:, None, :] * eg, w["wog"].transpose(1, 2))
+    logits = torch.baddbmm(logits, h, w["woh"].transpose(1, 2)).squeeze(-1)
+    bce = F.binary_cross_entropy_with_logits(logits, labels, reduction="none")
+    per_user = (bce * msk).sum(1) / msk.sum(1)
+    leaves = [ug, um] + ([eg, em, *w.values()] if train_shared else [])
+    return torch.autograd.grad(per_user.sum(), leaves), per_user.detach()
+
+
+@dataclass
+class _FrozenItemSide:
+    """The item side of every sample, computed once when only the private embedding trains.
+
+    With the shared parameters frozen (the serving fold-in) the item rows and the MLP never change,
+    so the item half of the first MLP layer and the GMF rows times their output weights are
+    computed once per row, and the two gradients of the user embedding are written out in
+    :meth:`private_grads`: the same loss and the same SGD/Adam step as the autograd path
+    (``tests/recommender/test_local_training.py`` checks it against the sequential nn.Module path), without autograd's per-step
+    graph, which was most of a fold-in step.
+    """
+
+    item_pre: torch.Tensor  # (T, H1): em @ w1i^T + b1 per row
+    gmf_out: torch.Tensor  # (T, f): eg * wo_gmf per row
+    w1u: torch.Tensor  # (H1, 2f)
+    w2: torch.Tensor  # (H2, H1)
+    b2: torch.Tensor  # (H2,)
+    woh: torch.Tensor  # (H2,)
+    bo: torch.Tensor  # ()
+
+    @classmethod
+    def of(cls, table: torch.Tensor, split: dict[str, torch.Tensor], f: int) -> _FrozenItemSide:
+        with torch.no_grad():
+            return cls(item_pre=table[:, f:] @ split["w1i"].T + split["b1"], gmf_out=table[:, :f] * split["wog"][0],
+                       w1u=split["w1u"], w2=split["w2"], b2=split["b2"], woh=split["woh"][0], bo=split["bo"][0])  # fmt: skip
+
+    def private_grads(self, ug: torch.Tensor, um: torch.Tensor, flat: torch.Tensor, labels: torch.Tensor,
+                      msk: torch.Tensor) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]:  # fmt: skip
+        """Gradients of the summed per-user mean BCE w.r.t. (ug, um), shapes (k, f) and (k, 2f),
+        and that loss per user, for samples ``flat`` (k * B rows of the table)."""
+        k, bsz = labels.shape
+        with torch.no_grad():
+            gmf = self.gmf_out.index_select(0, flat).view(k, bsz, -1)  # (k, B, f)
+            h1 = (self.item_pre.index_select(0, flat).view(k, bsz, -1) + (um @ self.w1u.T)[:, None, :]).clamp_min_(0)
+            pre2 = torch.addmm(self.b2, h1.view(k * bsz, -1), self.w2.T)  # (kB, H2)
+            logits = torch.bmm(gmf, ug[:, :, None]).view(k, bsz) + (pre2.clamp_min(0) @ self.woh).view(k, bsz)
+            logits += self.bo
+            n = msk.sum(1, keepdim=True)
+            per_user = (F.binary_cross_entropy_with_logits(logits, labels, reduction="none") * msk).sum(1) / n[:, 0]
+            g = (torch.sigmoid(logits) - labels) * msk / n  # d loss / d logit, (k, B)
+            grad_ug = torch.bmm(g[:, None, :], gmf).view(k, -1)
+            dh2 = g.view(-1, 1) * self.woh * (pre2 > 0)  # (kB, H2)
+            dh1 = (dh2 @ self.w2).view(k, bsz, -1) * (h1 > 0)  # (k, B, H1)
+            grad_um = dh1.sum(1) @ self.w1u
+        return (grad_ug, grad_um), per_user
+
+
 def train_cohort(
     shared_vec: torch.Tensor,
     private: torch.Tensor,
@@ -410,25 +481,14 @@ def train_cohort(
     loss_sum = torch.zeros(n_users, dtype=dtype)
     n_done = torch.zeros(n_users, dtype=dtype)
     train_shared = not freeze_shared
+    frozen = _FrozenItemSide.of(table, split, f) if freeze_shared else None
     for t, k in enumerate(steps.active):
-        # Leaves are detached views of the first k users' parameters: no copies, and the update
-        # below writes straight into the stacked tensors.
         msk = steps.mask[t, :k]
         flat = steps.idx[t, :k].reshape(-1)
-        ug = user["gmf"][:k].detach().requires_grad_(True)
-        um = user["mlp"][:k].detach().requires_grad_(True)
-        w = {n: v[:k].detach().requires_grad_(train_shared) for n, v in mlp.items()}
-        eg = item["gmf"].index_select(0, flat).view(k, bsz, f).requires_grad_(train_shared)
-        em = item["mlp"].index_select(0, flat).view(k, bsz, 2 * f).requires_grad_(train_shared)
-        u1 = torch.baddbmm(w["b1"][:, :, None], w["w1u"], um[:, :, None]).transpose(1, 2)  # (k, 1, 2f)
-        h = torch.relu(torch.baddbmm(u1, em, w["w1i"].transpose(1, 2)))
-        h = torch.relu(torch.baddbmm(w["b2"][:, None, :], h, w["w2"].transpose(1, 2)))
-        logits = torch.baddbmm(w["bo"][:, None, :], ug[:, None, :] * eg, w["wog"].transpose(1, 2))
-        logits = torch.baddbmm(logits, h, w["woh"].transpose(1, 2)).squeeze(-1)
-        bce = F.binary_cross_entropy_with_logits(logits, steps.labels[t, :k], reduction="none")
-        per_user = (bce * msk).sum(1) / msk.sum(1)
-        leaves = [ug, um] + ([eg, em, *w.values()] if train_shared else [])
-        grads = torch.autograd.grad(per_user.sum(), leaves)
+        if frozen is not None:
+            grads, per_user = frozen.private_grads(user["gmf"][:k], user["mlp"][:k], flat, steps.labels[t, :k], msk)
+        else:
+            grads, per_user = _autograd_step(user, item, mlp, flat, steps.labels[t, :k], msk, train_shared)
         with torch.no_grad():
             if adam is None:  # SGD: a dense step would move only the batch's rows (others have zero grad)
                 user["gmf"][:k].sub_(grads[0], alpha=cfg.user_lr)

@@ -14,18 +14,18 @@ from recommender.local_training import (
 from recommender.ncf import NeuMFShape, flatten_shared, init_private, init_shared
 
 
-def _parity(split, optimizer, dtype, lr):
+def _parity(split, optimizer, dtype, lr, freeze_shared=False):
     n = 20
     shape = NeuMFShape(split.n_items, 8)
     shared = flatten_shared(init_shared(shape, 1)).to(dtype)
     priv = init_private(n, shape, 2).to(dtype)
     cfg = LocalTrainConfig(epochs=2, batch_size=16, negatives=4, lr=lr, optimizer=optimizer, private_lr=lr * 4)
     sched = [build_schedule(split.train_of(u), split.seen_of(u), split.n_items, cfg, user_rng(0, 1, u)) for u in range(n)]
-    delta, new_priv, losses = train_cohort(shared, priv, sched, shape, cfg)
+    delta, new_priv, losses = train_cohort(shared, priv, sched, shape, cfg, freeze_shared=freeze_shared)
     dense = delta.dense(shape)
     err = 0.0
     for u in range(n):
-        new_shared, p_u, loss_u = train_user_sequential(shared, priv[u], sched[u], shape, cfg)
+        new_shared, p_u, loss_u = train_user_sequential(shared, priv[u], sched[u], shape, cfg, freeze_shared)
         err = max(err, (new_shared - shared - dense[u]).abs().max().item(), (p_u - new_priv[u]).abs().max().item())
         assert abs(loss_u - losses[u].item()) < 1e-5
     return err, dense, delta
@@ -46,6 +46,19 @@ def test_cohort_equals_sequential_adam_float64(small_split):
     finally:
         torch.set_default_dtype(torch.float32)
     assert err < 1e-5
+
+
+@pytest.mark.parametrize("optimizer,dtype,lr", [("sgd", torch.float32, 0.05), ("adam", torch.float64, 0.01)])
+def test_frozen_cohort_equals_sequential(small_split, optimizer, dtype, lr):
+    # The fold-in path (shared frozen) computes the user-embedding gradients by hand, without
+    # autograd; the sequential nn.Module path is the reference.
+    torch.set_default_dtype(dtype)
+    try:
+        err, dense, _ = _parity(small_split, optimizer, dtype, lr, freeze_shared=True)
+    finally:
+        torch.set_default_dtype(torch.float32)
+    assert err < 1e-5
+    assert dense.abs().max() == 0
 
 
 def test_sparse_sum_matches_dense(small_split):
