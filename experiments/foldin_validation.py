@@ -38,8 +38,11 @@ def _parse_setting(text: str) -> dict[str, object]:
 
 
 def validate_foldin(run_dir: str, settings: list[dict[str, object]], seed: int = 0,
-                    requests: int = 150) -> list[dict]:  # fmt: skip
+                    requests: int = 150, version: int | None = None) -> list[dict]:  # fmt: skip
     """Fold-in quality and cost for each setting (``{}`` = the defaults).
+
+    ``version`` picks a model version of the run's registry (default: the one ``LATEST`` names),
+    e.g. to see whether more federated rounds make a better fold-in.
 
     Returns
     -------
@@ -57,7 +60,7 @@ def validate_foldin(run_dir: str, settings: list[dict[str, object]], seed: int =
 
     torch.set_num_threads(1)  # one request = one core, as in `fedrec bench recommender`
     _, split = _load_data(run_dir)
-    model = load_version(run_dir)
+    model = load_version(run_dir, version)
     exclude = history_exclude(split)
     sample = np.random.default_rng(0).choice(split.n_users, min(requests, split.n_users), replace=False)
     out = []
@@ -86,15 +89,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--try", dest="settings", action="append", default=[], metavar="KEY=V[,KEY=V]",
                    help="a fold-in setting to compare with the defaults (repeatable)")  # fmt: skip
+    p.add_argument("--version", type=int, default=None, help="model version (default: LATEST)")
     p.add_argument("--json", required=True, help="write the result here")
     args = p.parse_args(argv)
-    rows = validate_foldin(args.run_dir, [{}] + [_parse_setting(s) for s in args.settings], args.seed)
+    rows = validate_foldin(args.run_dir, [{}] + [_parse_setting(s) for s in args.settings], args.seed,
+                           version=args.version)  # fmt: skip
     for r in rows:
         label = ",".join(f"{k}={v}" for k, v in r["setting"].items()) or "(defaults)"
         print(f"{label}: validation NDCG@10 {r['ndcg@10']:.4f}, precompute {r['precompute_cpu_seconds']:.1f} s CPU, "
               f"request CPU p50 {r['request_cpu_ms_p50']:.1f} ms p99 {r['request_cpu_ms_p99']:.1f} ms")  # fmt: skip
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps({"run_dir": args.run_dir, "seed": args.seed, "rows": rows}, indent=1))
+    Path(args.json).write_text(json.dumps({"run_dir": args.run_dir, "seed": args.seed, "version": args.version,
+                                           "rows": rows}, indent=1))  # fmt: skip
     return 0
 
 
