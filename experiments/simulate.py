@@ -136,6 +136,18 @@ class _ProgressBar:
             print(line, flush=True)
 
 
+def outcome_line(cfg: Any, summary: dict[str, Any]) -> str:
+    """The one-line result of a run; a resumed run is named by its saved name and its directory
+    (``resume=RUN_DIR``), not by the command line's default ``name``."""
+    final = summary["final"]
+    where = str(cfg.resume) if getattr(cfg, "resume", None) else os.path.join(cfg.runs_dir, cfg.name)
+    return (f"run {summary.get('name', cfg.name)}: {summary['rounds']} rounds in {summary['wall_seconds']:.0f}s "
+            f"(+{summary['startup_seconds']:.1f}s start-up); HR@10 {final.get('hr@10')}, "
+            f"NDCG@10 {final.get('ndcg@10')}, full NDCG@10 {final.get('full-ndcg@10')}"
+            + (f", epsilon {summary['epsilon']:.3f} at delta {summary['delta']:.2e}" if summary.get("epsilon") else "")
+            + f" -> {where}")  # fmt: skip
+
+
 @hydra.main(config_path=str(CONFIG_DIR), config_name="config", version_base=None)
 def hydra_main(dcfg: DictConfig) -> float:
     """Hydra entry point: compose, validate, simulate, print the outcome."""
@@ -146,11 +158,7 @@ def hydra_main(dcfg: DictConfig) -> float:
         overrides = []
     summary = run_simulation(cfg, overrides)
     final = summary["final"]
-    print(f"run {cfg.name}: {summary['rounds']} rounds in {summary['wall_seconds']:.0f}s "
-          f"(+{summary['startup_seconds']:.1f}s start-up); HR@10 {final.get('hr@10')}, "
-          f"NDCG@10 {final.get('ndcg@10')}, full NDCG@10 {final.get('full-ndcg@10')}"
-          + (f", epsilon {summary['epsilon']:.3f} at delta {summary['delta']:.2e}" if summary.get("epsilon") else "")
-          + f" -> {os.path.join(cfg.runs_dir, cfg.name)}")  # fmt: skip
+    print(outcome_line(cfg, summary))
     if summary.get("stop_reason"):  # e.g. the privacy budget: one line naming round, epsilon and setting
         print(summary["stop_reason"])
     return float(final.get("hr@10") or 0.0)
