@@ -345,18 +345,19 @@ def _pack_steps(schedules: list[UserSchedule], offsets: np.ndarray, order: np.nd
 
 
 def _autograd_step(user: dict, item: dict, mlp: dict, flat: torch.Tensor, labels: torch.Tensor,
-                   msk: torch.Tensor, train_shared: bool) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:  # fmt: skip
-    """One cohort step's gradients by autograd, (user GMF, user MLP[, item GMF, item MLP, *MLP]),
-    and the per-user mean loss, for the first ``k = len(labels)`` users."""
+                   msk: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:  # fmt: skip
+    """One training step's gradients by autograd, (user GMF, user MLP, item GMF, item MLP, *MLP),
+    and the per-user mean loss, for the first ``k = len(labels)`` users (a frozen shared model
+    takes :meth:`_FrozenItemSide.private_grads` instead)."""
     k, bsz = labels.shape
     f = user["gmf"].shape[1]
     # Leaves are detached views of the first k users' parameters: no copies, and the caller's
     # update writes straight into the stacked tensors.
     ug = user["gmf"][:k].detach().requires_grad_(True)
     um = user["mlp"][:k].detach().requires_grad_(True)
-    w = {n: v[:k].detach().requires_grad_(train_shared) for n, v in mlp.items()}
-    eg = item["gmf"].index_select(0, flat).view(k, bsz, f).requires_grad_(train_shared)
-    em = item["mlp"].index_select(0, flat).view(k, bsz, 2 * f).requires_grad_(train_shared)
+    w = {n: v[:k].detach().requires_grad_(True) for n, v in mlp.items()}
+    eg = item["gmf"].index_select(0, flat).view(k, bsz, f).requires_grad_(True)
+    em = item["mlp"].index_select(0, flat).view(k, bsz, 2 * f).requires_grad_(True)
     u1 = torch.baddbmm(w["b1"][:, :, None], w["w1u"], um[:, :, None]).transpose(1, 2)  # (k, 1, 2f)
     h = torch.relu(torch.baddbmm(u1, em, w["w1i"].transpose(1, 2)))
     h = torch.relu(torch.baddbmm(w["b2"][:, None, :], h, w["w2"].transpose(1, 2)))
@@ -364,8 +365,7 @@ def _autograd_step(user: dict, item: dict, mlp: dict, flat: torch.Tensor, labels
     logits = torch.baddbmm(logits, h, w["woh"].transpose(1, 2)).squeeze(-1)
     bce = F.binary_cross_entropy_with_logits(logits, labels, reduction="none")
     per_user = (bce * msk).sum(1) / msk.sum(1)
-    leaves = [ug, um] + ([eg, em, *w.values()] if train_shared else [])
-    return torch.autograd.grad(per_user.sum(), leaves), per_user.detach()
+    return torch.autograd.grad(per_user.sum(), [ug, um, eg, em, *w.values()]), per_user.detach()
 
 
 @dataclass
@@ -375,9 +375,9 @@ class _FrozenItemSide:
     With the shared parameters frozen (the serving fold-in) the item rows and the MLP never change,
     so the item half of the first MLP layer and the GMF rows times their output weights are
     computed once per row, and the two gradients of the user embedding are written out in
-    :meth:`private_grads`: the same loss and the same SGD/Adam step as the autograd path
-    (``tests/recommender/test_local_training.py`` checks it against the sequential nn.Module path), without autograd's per-step
-    graph, which was most of a fold-in step.
+    :meth:`private_grads`: the same loss and the same SGD/Adam step as with autograd
+    (``tests/recommender/test_local_training.py`` checks it against the sequential ``nn.Module``
+    path), without autograd's per-step graph, which was most of a fold-in step.
     """
 
     item_pre: torch.Tensor  # (T, H1): em @ w1i^T + b1 per row
@@ -488,7 +488,7 @@ def train_cohort(
         if frozen is not None:
             grads, per_user = frozen.private_grads(user["gmf"][:k], user["mlp"][:k], flat, steps.labels[t, :k], msk)
         else:
-            grads, per_user = _autograd_step(user, item, mlp, flat, steps.labels[t, :k], msk, train_shared)
+            grads, per_user = _autograd_step(user, item, mlp, flat, steps.labels[t, :k], msk)
         with torch.no_grad():
             if adam is None:  # SGD: a dense step would move only the batch's rows (others have zero grad)
                 user["gmf"][:k].sub_(grads[0], alpha=cfg.user_lr)
