@@ -63,8 +63,8 @@ def cross_validate(run_dir: str, overrides: list[str], seed: int, metric_ks: lis
         check_runs,
         earlier_phase,
         history_exclude,
+        learn_fusion,
         score_matrices,
-        search_fusion,
         target_times,
         tuned_als_params,
     )
@@ -98,9 +98,7 @@ def cross_validate(run_dir: str, overrides: list[str], seed: int, metric_ks: lis
         rk = {n: np.concatenate([sources[i][1][n][rows] for i in use]) for n in names}
         ex = np.concatenate([sources[i][2][rows] for i in use])
         tg = np.concatenate([sources[i][3][rows] for i in use])
-        single = {n: full_ndcg(sc[n], tg, ex, K, cfg.seed) for n in names}
-        objective = lambda f: full_ndcg(f, tg, ex, cfg_s.learn.metric_k, cfg.seed)  # noqa: E731
-        return max(search_fusion(sc, rk, ex, objective, default_w, cfg_s, single), key=lambda c: c["val_objective"])
+        return max(learn_fusion(sc, rk, ex, tg, default_w, cfg_s), key=lambda c: c["val_objective"])
 
     variants = [("", [0])] if early_run is None else [(" learned_on=val", [0]), (" learned_on=val+earlier", [0, 1])]
     settings = [(mk, st, suffix, use) for mk, st in itertools.product(metric_ks, start_sets) for suffix, use in variants]

@@ -140,7 +140,7 @@ def outcome_line(cfg: Any, summary: dict[str, Any]) -> str:
     """The one-line result of a run; a resumed run is named by its saved name and its directory
     (``resume=RUN_DIR``), not by the command line's default ``name``."""
     final = summary["final"]
-    where = str(cfg.resume) if getattr(cfg, "resume", None) else os.path.join(cfg.runs_dir, cfg.name)
+    where = str(cfg.resume) if cfg.resume else os.path.join(cfg.runs_dir, cfg.name)
     return (f"run {summary.get('name', cfg.name)}: {summary['rounds']} rounds in {summary['wall_seconds']:.0f}s "
             f"(+{summary['startup_seconds']:.1f}s start-up); HR@10 {final.get('hr@10')}, "
             f"NDCG@10 {final.get('ndcg@10')}, full NDCG@10 {final.get('full-ndcg@10')}"

@@ -169,6 +169,19 @@ def search_fusion(scores: dict[str, np.ndarray], ranks: dict[str, np.ndarray], e
     return out
 
 
+def learn_fusion(scores: dict[str, np.ndarray], ranks: dict[str, np.ndarray], exclude: np.ndarray,
+                 target: np.ndarray, default_w: dict[str, float], cfg: HybridConfig) -> list[dict]:  # fmt: skip
+    """:func:`search_fusion` on held-out rows: the objective is NDCG@``cfg.learn.metric_k`` of
+    ``target`` and the single-strategy baselines NDCG@10 (``evaluate`` and the fusion's
+    cross-validation both learn through here)."""
+    single = {n: full_ndcg(scores[n], target, exclude, K, cfg.seed) for n in scores}
+
+    def objective(fused: np.ndarray) -> float:
+        return full_ndcg(fused, target, exclude, cfg.learn.metric_k, cfg.seed)
+
+    return search_fusion(scores, ranks, exclude, objective, default_w, cfg, single)
+
+
 def fitted_on(meta: dict) -> str:
     """What a global model was trained on, from its registry meta (``data.fit_on``: ``train`` when absent)."""
     return str((meta.get("data") or {}).get("fit_on", "train"))
@@ -281,12 +294,7 @@ def evaluate(run_dir: str | Path, ds: Dataset, split: Split, cfg: HybridConfig |
     ranks_fit = {n: ranks_from_scores(fit_sc[n], cfg.depth, fit_ex) for n in names}
 
     mk = cfg.learn.metric_k
-
-    def fit_objective(fused: np.ndarray) -> float:
-        return full_ndcg(fused, fit_target, fit_ex, mk, cfg.seed)
-
-    single = {n: full_ndcg(fit_sc[n], fit_target, fit_ex, K, cfg.seed) for n in names}
-    search = search_fusion(fit_sc, ranks_fit, fit_ex, fit_objective, default_w, cfg, single)
+    search = learn_fusion(fit_sc, ranks_fit, fit_ex, fit_target, default_w, cfg)
     del fit_sc, ranks_fit
     for c in search:
         f = fuse_scores({n: sc_v[n] for n in names}, c["weights"], c["method"], ex_v, cfg.depth, c["rrf_k"])
